@@ -1,0 +1,79 @@
+"""The error hierarchy: every failure the service reports, with its code and HTTP status.
+
+FormyError(code, message, http_status)
+├── BadRequest (400)            malformed JSON, wrong body shape
+│   └── InvalidParams (422)     params that fail the workflow's schema
+├── NotFound (404)              unknown job, workflow or output
+├── Conflict (409)              an action the job's state does not allow
+└── ComfyError                  anything ComfyUI made go wrong (used on the worker side)
+    ├── ComfyUnavailable        unreachable, reset, 5xx, socket gone: transient
+    ├── ComfyRejected           400 on POST /prompt: the graph is invalid
+    ├── ComfyExecutionFailed    a node raised while running
+    └── ComfyInterrupted        the prompt was interrupted
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FormyError(Exception):
+    """Base of every error the service reports; `code` is stable, `message` is for people."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class BadRequest(FormyError):
+    code = "bad_request"
+    http_status = 400
+
+
+class InvalidParams(BadRequest):
+    code = "invalid_params"
+    http_status = 422
+
+
+class NotFound(FormyError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(FormyError):
+    code = "conflict"
+    http_status = 409
+
+
+class ComfyError(FormyError):
+    code = "comfy_error"
+    http_status = 502
+
+
+class ComfyUnavailable(ComfyError):
+    code = "comfy_unavailable"
+    http_status = 503
+
+
+class ComfyRejected(ComfyError):
+    code = "comfy_rejected"
+
+
+class ComfyExecutionFailed(ComfyError):
+    code = "comfy_execution_failed"
+
+
+class ComfyInterrupted(ComfyError):
+    code = "comfy_interrupted"

@@ -1,0 +1,40 @@
+"""Every Redis key, pub/sub channel and arq function name the service uses, built in one place."""
+
+from __future__ import annotations
+
+PREFIX = "formy"
+
+#: the arq function that runs one job; the web side enqueues it by this name only
+RUN_JOB = "run_job"
+
+#: pattern the web processes subscribe to; one channel per job
+EVENTS_PATTERN = f"{PREFIX}:events:*"
+EVENTS_CHANNEL_PREFIX = f"{PREFIX}:events:"
+
+
+def job(job_id: str) -> str:
+    """The job record (JSON)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """The job's event log: a list whose item i holds event seq i + 1."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_final(job_id: str) -> str:
+    """Set once the job has reached a final state; no event is appended after it."""
+    return f"{PREFIX}:job:{job_id}:final"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{EVENTS_CHANNEL_PREFIX}{job_id}"
+
+
+def job_id_from_channel(channel: str) -> str:
+    return channel[len(EVENTS_CHANNEL_PREFIX) :]
+
+
+def jobs_index() -> str:
+    """Sorted set of every job id, scored by creation time (for listing, newest first)."""
+    return f"{PREFIX}:jobs"

@@ -1,0 +1,69 @@
+"""Logging set-up: structlog everywhere; console lines in development, JSON in production."""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import sys
+from typing import Any, Literal
+
+import structlog
+
+_SHARED: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def _renderer(fmt: Literal["json", "console"]) -> Any:
+    if fmt == "json":
+        return structlog.processors.JSONRenderer()
+    return structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+
+
+def log_config(fmt: Literal["json", "console"], level: str = "INFO") -> dict[str, Any]:
+    """A dictConfig sending stdlib loggers (aiohttp, arq, redis) through structlog's renderer."""
+    processors = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(fmt)]
+    if fmt == "json":
+        processors.insert(1, structlog.processors.dict_tracebacks)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structlog": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": processors,
+                "foreign_pre_chain": _SHARED,
+            }
+        },
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "formatter": "structlog",
+                "stream": "ext://sys.stdout",
+            }
+        },
+        "root": {"handlers": ["stdout"], "level": level.upper()},
+        "loggers": {"aiohttp.access": {"level": "WARNING"}},
+    }
+
+
+def setup_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO") -> None:
+    """Configure structlog and the stdlib loggers; `auto` is console on a terminal, else JSON."""
+    chosen: Literal["json", "console"] = (
+        fmt if fmt != "auto" else ("console" if sys.stdout.isatty() else "json")
+    )
+    logging.config.dictConfig(log_config(chosen, level))
+    structlog.configure(
+        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=chosen == "json",
+    )
+
+
+#: for `arq worker_settings.WorkerSettings --custom-log-dict formy_async.logs.ARQ_LOG_CONFIG`
+ARQ_LOG_CONFIG = log_config("json")

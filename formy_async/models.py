@@ -1,0 +1,158 @@
+"""The wire models: jobs, their outputs and errors, job events, and the WebSocket messages."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+JobStatus = Literal["pending", "processing", "done", "failed", "cancelled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+def now() -> float:
+    """Wall-clock time as Unix seconds: what every `ts` and `*_at` field holds."""
+    return time.time()
+
+
+class OutputFile(BaseModel):
+    """One file a job produced, as stored by the service."""
+
+    filename: str
+    url: str
+    content_type: str
+    width: int | None = None
+    height: int | None = None
+    size: int
+    node_id: str
+
+
+class JobError(BaseModel):
+    """Why a job failed: a stable `code`, a readable `message`, and ComfyUI's details if any."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class Job(BaseModel):
+    """A job as stored and as returned by `GET /api/jobs/{id}`."""
+
+    id: str
+    workflow: str
+    params: dict[str, Any]
+    status: JobStatus = "pending"
+    progress: int = Field(0, ge=0, le=100)
+    created_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    prompt_id: str | None = None
+    outputs: list[OutputFile] = []
+    error: JobError | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+class JobView(Job):
+    """A job plus the links a client follows from it."""
+
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        base = f"/api/jobs/{job.id}"
+        return cls(**job.model_dump(), links={"self": base, "websocket": "/ws"})
+
+
+class SubmitJob(BaseModel):
+    """Body of `POST /api/jobs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workflow: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = {}
+
+
+# --- job events -----------------------------------------------------------------------------
+# `job_id` and `seq` come first so that the event log can splice the sequence number in
+# (see jobstore); every event carries the job's status and progress at that moment.
+
+
+class _Event(BaseModel):
+    job_id: str
+    seq: int = 0
+    ts: float = Field(default_factory=now)
+    status: JobStatus = "pending"
+    progress: int = 0
+
+
+class Submitted(_Event):
+    type: Literal["submitted"] = "submitted"
+    workflow: str
+
+
+class Started(_Event):
+    type: Literal["started"] = "started"
+    prompt_id: str
+
+
+class Progress(_Event):
+    """A node started (value 0 of max 1) or reported a step (a sampler's value of max)."""
+
+    type: Literal["progress"] = "progress"
+    node: str
+    node_type: str | None = None
+    value: float
+    max: float
+
+
+class Output(_Event):
+    type: Literal["output"] = "output"
+    output: OutputFile
+
+
+class Done(_Event):
+    type: Literal["done"] = "done"
+    outputs: list[OutputFile]
+
+
+class Failed(_Event):
+    type: Literal["failed"] = "failed"
+    error: JobError
+
+
+class Cancelled(_Event):
+    type: Literal["cancelled"] = "cancelled"
+
+
+Event = Annotated[
+    Submitted | Started | Progress | Output | Done | Failed | Cancelled,
+    Field(discriminator="type"),
+]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+FINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+# --- WebSocket messages from the browser ----------------------------------------------------
+
+
+class Subscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["subscribe"]
+    job_id: str = Field(min_length=1, max_length=64)
+    after: int = Field(0, ge=0)
+
+
+class Unsubscribe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["unsubscribe"]
+    job_id: str = Field(min_length=1, max_length=64)
+
+
+ClientMessage = Annotated[Subscribe | Unsubscribe, Field(discriminator="type")]
+CLIENT_MESSAGE_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
