@@ -1,0 +1,276 @@
+"""The workflow catalogue: manifests and graphs checked, params validated, graphs rendered."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from .errors import InvalidParams, NotFound
+
+Graph = dict[str, dict[str, Any]]
+
+_PY_TYPES: Mapping[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+#: inputs that name where SaveImage writes; set per job so outputs never collide
+_SAVE_NODES = frozenset({"SaveImage"})
+
+
+class WorkflowError(Exception):
+    """A workflow file that cannot be served; names the file and the problem."""
+
+
+class ParamSpec(BaseModel):
+    """One typed parameter of a workflow and where its value goes in the graph."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["string", "integer", "number", "boolean"]
+    description: str = ""
+    required: bool = False
+    default: Any = None
+    random: bool = Field(False, description="integer only: pick a random value when absent")
+    minimum: float | None = None
+    maximum: float | None = None
+    multiple_of: int | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    enum: list[Any] | None = None
+    presets: dict[str, dict[str, Any]] = {}
+    targets: list[str] = Field([], description='"node_id.input_name" entries in the graph')
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParamSpec:
+        if self.random and self.type != "integer":
+            raise ValueError("random applies to integer params only")
+        if self.required and self.default is not None:
+            raise ValueError("a required param cannot have a default")
+        if self.presets and not self.enum:
+            raise ValueError("presets need an enum")
+        return self
+
+    def field(self) -> tuple[Any, Any]:
+        """The pydantic field (annotation, FieldInfo) that validates this param."""
+        annotation: Any = _PY_TYPES[self.type]
+        if self.enum is not None:
+            annotation = Literal[tuple(self.enum)]
+        if not self.required and self.default is None:
+            annotation = annotation | None
+        bound = int if self.type == "integer" else float
+        info = Field(
+            ... if self.required else self.default,
+            description=self.description or None,
+            ge=None if self.minimum is None else bound(self.minimum),
+            le=None if self.maximum is None else bound(self.maximum),
+            multiple_of=self.multiple_of,
+            min_length=self.min_length,
+            max_length=self.max_length,
+            strict=True if self.type != "number" and self.enum is None else None,
+        )
+        return annotation, info
+
+
+class Manifest(BaseModel):
+    """A workflow's manifest file (`workflows/<name>.toml`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    title: str
+    description: str = ""
+    graph: str
+    outputs: list[str] = Field(min_length=1)
+    time_limit: float = Field(600, gt=0)
+    params: dict[str, ParamSpec]
+
+
+class Workflow:
+    """A loaded workflow: its manifest, its API-format graph and its params model."""
+
+    def __init__(self, manifest: Manifest, graph: Graph) -> None:
+        self.manifest = manifest
+        self.graph = graph
+        self.params_model: type[BaseModel] = create_model(  # type: ignore[call-overload]
+            f"{manifest.name}_params",
+            __config__=ConfigDict(extra="forbid"),
+            **{name: spec.field() for name, spec in manifest.params.items()},
+        )
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def schema(self) -> dict[str, Any]:
+        """JSON Schema of the params, generated from the model that validates them."""
+        schema = self.params_model.model_json_schema()
+        schema["title"] = self.manifest.title
+        return schema
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": m.name,
+            "title": m.title,
+            "description": m.description,
+            "time_limit": m.time_limit,
+            "params": self.schema(),
+        }
+
+    def resolve(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate submitted params; fill defaults, random values and presets.
+
+        The result is what the job records and what `render` takes.
+        """
+        try:
+            params = self.params_model.model_validate(raw).model_dump()
+        except ValidationError as exc:
+            raise InvalidParams(
+                f"invalid params for workflow {self.name!r}: {_summary(exc)}",
+                details=[_error_entry(e) for e in exc.errors()],
+            ) from exc
+        for name, spec in self.manifest.params.items():
+            if spec.random and params.get(name) is None:
+                params[name] = random.randint(
+                    int(spec.minimum or 0), int(spec.maximum or 2**32 - 1)
+                )
+            chosen = params.get(name)
+            if spec.presets and chosen is not None:
+                for target, value in spec.presets[str(chosen)].items():
+                    if target not in raw:
+                        params[target] = value
+        return params
+
+    def render(self, params: Mapping[str, Any], *, output_prefix: str) -> Graph:
+        """The graph to queue: params in place, save nodes writing under `output_prefix`."""
+        graph = copy.deepcopy(self.graph)
+        for name, spec in self.manifest.params.items():
+            value = params.get(name)
+            if value is None:
+                continue
+            for target in spec.targets:
+                node_id, _, input_name = target.partition(".")
+                graph[node_id]["inputs"][input_name] = value
+        for node_id in self.manifest.outputs:
+            if graph[node_id]["class_type"] in _SAVE_NODES:
+                graph[node_id]["inputs"]["filename_prefix"] = output_prefix
+        return graph
+
+
+class Catalogue(Mapping[str, Workflow]):
+    """Every workflow in a directory, checked when loaded."""
+
+    def __init__(self, workflows: Mapping[str, Workflow]) -> None:
+        self._workflows = dict(sorted(workflows.items()))
+
+    @classmethod
+    def load(cls, directory: Path) -> Catalogue:
+        manifests = sorted(directory.glob("*.toml"))
+        if not manifests:
+            raise WorkflowError(f"{directory}: no workflow manifests (*.toml) found")
+        workflows: dict[str, Workflow] = {}
+        for path in manifests:
+            workflow = load_workflow(path)
+            if workflow.name in workflows:
+                raise WorkflowError(f"{path}: workflow name {workflow.name!r} is used twice")
+            workflows[workflow.name] = workflow
+        return cls(workflows)
+
+    def get_or_raise(self, name: str) -> Workflow:
+        try:
+            return self._workflows[name]
+        except KeyError:
+            known = ", ".join(self._workflows)
+            raise NotFound(
+                f"no workflow named {name!r}; known: {known}", code="workflow_not_found"
+            ) from None
+
+    def __getitem__(self, name: str) -> Workflow:
+        return self._workflows[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._workflows)
+
+    def __len__(self) -> int:
+        return len(self._workflows)
+
+
+def load_workflow(path: Path) -> Workflow:
+    """Load one manifest and its graph; raise WorkflowError naming the file and the problem."""
+    try:
+        manifest = Manifest.model_validate(tomllib.loads(path.read_text()))
+    except ValidationError as exc:
+        raise WorkflowError(f"{path}: {_summary(exc)}") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise WorkflowError(f"{path}: {exc}") from exc
+    graph_path = path.parent / manifest.graph
+    try:
+        graph = json.loads(graph_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise WorkflowError(f"{graph_path}: {exc}") from exc
+    problem = check_graph(manifest, graph)
+    if problem:
+        raise WorkflowError(f"{graph_path}: {problem}")
+    try:
+        workflow = Workflow(manifest, graph)
+        workflow.resolve({n: _example(s) for n, s in manifest.params.items() if s.required})
+    except (InvalidParams, TypeError, ValueError) as exc:
+        raise WorkflowError(f"{path}: params do not validate: {exc}") from exc
+    return workflow
+
+
+def check_graph(manifest: Manifest, graph: Any) -> str | None:
+    """Why `graph` cannot serve `manifest`, or None when it can."""
+    if not isinstance(graph, dict) or not graph:
+        return "the graph must be a non-empty API-format object {node_id: node}"
+    for node_id, node in graph.items():
+        if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
+            return f"node {node_id!r} needs class_type and inputs (is this the API format?)"
+    for node_id in manifest.outputs:
+        if node_id not in graph:
+            return f"output node {node_id!r} is not in the graph"
+    for name, spec in manifest.params.items():
+        for target in spec.targets:
+            node_id, dot, input_name = target.partition(".")
+            if not dot or node_id not in graph:
+                return f"param {name!r}: target {target!r} names no node of the graph"
+            if input_name not in graph[node_id]["inputs"]:
+                return f"param {name!r}: node {node_id!r} has no input {input_name!r}"
+        for preset in spec.presets.values():
+            unknown = set(preset) - set(manifest.params)
+            if unknown:
+                return f"param {name!r}: presets set unknown params {sorted(unknown)}"
+        if spec.enum and spec.presets and set(spec.presets) != {str(v) for v in spec.enum}:
+            return f"param {name!r}: presets must cover exactly the enum values"
+    return None
+
+
+def _example(spec: ParamSpec) -> Any:
+    if spec.enum:
+        return spec.enum[0]
+    return {
+        "string": "x" * max(1, spec.min_length or 1),
+        "integer": int(spec.minimum or 0),
+        "number": float(spec.minimum or 0),
+        "boolean": True,
+    }[spec.type]
+
+
+def _error_entry(error: Any) -> dict[str, Any]:
+    return {
+        "param": ".".join(str(p) for p in error["loc"]) or None,
+        "type": error["type"],
+        "message": error["msg"],
+    }
+
+
+def _summary(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else error["msg"])
+    return "; ".join(parts)
