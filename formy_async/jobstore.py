@@ -1,0 +1,93 @@
+"""Job records and their per-job event logs in Redis, and the one way events are appended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import keys
+from .errors import NotFound
+from .models import EVENT_ADAPTER, Event, Job
+
+# Appends one event atomically: the next sequence number is the log's length + 1, spliced into
+# the event's JSON between `head` and `tail`; the job record is replaced; the event is published.
+# Nothing is appended once the job is final, so a late writer (a cancelled worker, a retried run)
+# can never add events after the final one.
+#   KEYS: job record, event log, final marker, jobs index
+#   ARGV: head, tail, job JSON, is_final ("1"/"0"), ttl, channel, index score ("" = no index),
+#         job id
+_APPEND = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local seq = redis.call('LLEN', KEYS[2]) + 1
+local event = ARGV[1] .. seq .. ARGV[2]
+local ttl = tonumber(ARGV[5])
+redis.call('RPUSH', KEYS[2], event)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8]) end
+redis.call('PUBLISH', ARGV[6], event)
+return seq
+"""
+
+_SEQ_PLACEHOLDER = '"seq":0,'
+
+
+def split_for_seq(event_json: str) -> tuple[str, str]:
+    """Split an event's JSON around its (zero) sequence number: `head + str(seq) + tail`."""
+    head, sep, tail = event_json.partition(_SEQ_PLACEHOLDER)
+    if not sep:
+        raise ValueError("event JSON has no seq placeholder")
+    return head + '"seq":', "," + tail
+
+
+class JobStore:
+    """Reads and writes jobs and their event logs; the only code that touches those keys."""
+
+    def __init__(self, redis: Redis, *, ttl: int) -> None:
+        self.redis = redis
+        self.ttl = ttl
+        self._append = redis.register_script(_APPEND)
+
+    async def get(self, job_id: str) -> Job:
+        raw = await self.redis.get(keys.job(job_id))
+        if raw is None:
+            raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+        return Job.model_validate_json(raw)
+
+    async def append(self, job: Job, event: Event, *, create: bool = False) -> int:
+        """Store `job` and append `event` (whose status and progress are taken from `job`).
+
+        Returns the event's sequence number, or 0 when the job was already final and nothing
+        was written.
+        """
+        event.status = job.status
+        event.progress = job.progress
+        event.seq = 0
+        head, tail = split_for_seq(event.model_dump_json())
+        args: list[Any] = [
+            head,
+            tail,
+            job.model_dump_json(),
+            "1" if job.is_final else "0",
+            self.ttl,
+            keys.events_channel(job.id),
+            repr(job.created_at) if create else "",
+            job.id,
+        ]
+        job_keys = [keys.job(job.id), keys.job_events(job.id), keys.job_final(job.id)]
+        seq = int(await self._append(keys=[*job_keys, keys.jobs_index()], args=args))
+        event.seq = seq
+        return seq
+
+    async def events(self, job_id: str, after: int = 0, until: int = -1) -> list[str]:
+        """Raw JSON of the events with seq in (after, until]; until=-1 means to the end."""
+        stop = -1 if until < 0 else until - 1
+        items: list[bytes | str] = await self.redis.lrange(  # type: ignore[misc]
+            keys.job_events(job_id), after, stop
+        )
+        return [item.decode() if isinstance(item, bytes) else item for item in items]
+
+    async def parsed_events(self, job_id: str, after: int = 0) -> list[Event]:
+        return [EVENT_ADAPTER.validate_json(raw) for raw in await self.events(job_id, after)]

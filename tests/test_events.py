@@ -1,0 +1,56 @@
+"""The event hub: one pub/sub connection, events routed to their job's sinks only."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fakeredis import FakeAsyncRedis, FakeServer
+
+from formy_async import keys
+from formy_async.events import EventHub, seq_of
+from formy_async.models import Submitted
+
+
+def test_seq_of_reads_the_sequence_number() -> None:
+    raw = Submitted(job_id="abc", seq=17, workflow="w").model_dump_json()
+    assert seq_of(raw) == 17
+
+
+async def test_hub_routes_events_to_their_jobs_sinks_only() -> None:
+    redis = FakeAsyncRedis(server=FakeServer())
+    hub = EventHub(redis)
+    await hub.start()
+    got: dict[str, list[int]] = {"a": [], "b": []}
+    hub.subscribe("a", lambda job, seq, raw: got["a"].append(seq))
+    hub.subscribe("b", lambda job, seq, raw: got["b"].append(seq))
+    await redis.publish(
+        keys.events_channel("a"), Submitted(job_id="a", seq=1, workflow="w").model_dump_json()
+    )
+    await redis.publish(
+        keys.events_channel("c"), Submitted(job_id="c", seq=1, workflow="w").model_dump_json()
+    )
+    for _ in range(50):
+        if got["a"]:
+            break
+        await asyncio.sleep(0.01)
+    assert got == {"a": [1], "b": []}
+    await hub.aclose()
+    await redis.aclose()
+
+
+async def test_unsubscribed_sink_gets_nothing() -> None:
+    redis = FakeAsyncRedis(server=FakeServer())
+    hub = EventHub(redis)
+    got: list[int] = []
+
+    def sink(job: str, seq: int, raw: str) -> None:
+        got.append(seq)
+
+    hub.subscribe("a", sink)
+    hub.unsubscribe("a", sink)
+    hub.deliver(
+        keys.events_channel("a"), Submitted(job_id="a", seq=1, workflow="w").model_dump_json()
+    )
+    assert got == []
+    assert "a" not in hub.sinks
+    await redis.aclose()
