@@ -1,0 +1,1 @@
+"""The web side: the aiohttp app, its HTTP views, the browser WebSocket."""

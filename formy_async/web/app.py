@@ -1,0 +1,78 @@
+"""The web app factory: routes, and every resource opened and closed in its own context."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+
+from ..connections import arq_pool, redis_from_settings
+from ..events import EventHub
+from ..jobstore import JobStore
+from ..settings import Settings
+from ..storage import LocalStorage
+from ..workflows import Catalogue
+from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
+from .errors import error_middleware
+from .views import routes
+from .ws import websocket
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Application:
+    """The aiohttp app. Pass `redis` to share a client (the embedded fake); else it is made here.
+
+    The workflow catalogue is loaded now, so a broken workflow stops start-up.
+    """
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
+    app[STORAGE] = LocalStorage(settings.outputs_dir)
+    app[SOCKETS] = weakref.WeakSet()
+    app.cleanup_ctx.append(_redis_ctx(redis))
+    app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_http_ctx)
+    app.on_shutdown.append(_close_websockets)
+    app.add_routes(routes)
+    app.router.add_get("/ws", websocket)
+    app.router.add_static("/static", STATIC_DIR)
+    return app
+
+
+def _redis_ctx(injected: Redis | None):  # type: ignore[no-untyped-def]
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        redis = injected if injected is not None else redis_from_settings(app[SETTINGS])
+        app[REDIS] = redis
+        app[ARQ] = arq_pool(redis)
+        app[STORE] = JobStore(redis, ttl=app[SETTINGS].job_ttl)
+        yield
+        if injected is None:
+            await redis.aclose()
+
+    return ctx
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = EventHub(app[REDIS])
+    await hub.start()
+    app[HUB] = hub
+    yield
+    await hub.aclose()
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[HTTP] = session
+        yield
+
+
+async def _close_websockets(app: web.Application) -> None:
+    """Tell browsers we are going away so they reconnect (to another process if there is one)."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")

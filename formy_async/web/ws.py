@@ -1,0 +1,157 @@
+"""The browser WebSocket: subscribe to jobs; every event after a seq, then live ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import structlog
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from .. import keys
+from ..events import EventHub
+from ..jobstore import JobStore
+from ..models import CLIENT_MESSAGE_ADAPTER, Subscribe, Unsubscribe
+from .context import HUB, SETTINGS, SOCKETS, STORE
+
+log = structlog.get_logger()
+
+_SYNC = -1  # queue marker: send whatever the log holds after the last seq sent
+
+
+class Connection:
+    """One browser socket: its subscriptions, a bounded outbox and the task that drains it.
+
+    Every job's events reach the socket in seq order, each exactly once: live events are
+    deduplicated by seq, and a gap (a missed publish, a late subscription) is filled from the
+    job's event log before the live event is sent.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, hub: EventHub, store: JobStore, size: int):
+        self.ws = ws
+        self.hub = hub
+        self.store = store
+        self.last_seq: dict[str, int] = {}
+        self.outbox: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue(size)
+        self.overflowed: dict[str, int] = {}
+        self.writer = asyncio.create_task(self._drain(), name="ws-writer")
+        hub.resync_hooks.add(self.resync)
+
+    # --- called by the hub (must not block) -----------------------------------------------------
+
+    def push(self, job_id: str, seq: int, raw: str) -> None:
+        try:
+            self.outbox.put_nowait((job_id, seq, raw))
+        except asyncio.QueueFull:
+            self._overflow()
+
+    def resync(self) -> None:
+        for job_id in list(self.last_seq):
+            self.push(job_id, _SYNC, "")
+
+    def _overflow(self) -> None:
+        # a client too slow for its events loses its subscriptions, not the server's memory;
+        # it is told the last seq it got for each job and resubscribes from there
+        for job_id, seq in list(self.last_seq.items()):
+            self.overflowed[job_id] = seq
+            self.unsubscribe(job_id)
+
+    # --- called by the handler ----------------------------------------------------------------
+
+    async def subscribe(self, job_id: str, after: int) -> None:
+        if not await self.store.redis.exists(keys.job(job_id)):
+            await self.send_control(
+                "error",
+                job_id=job_id,
+                error={"code": "job_not_found", "message": f"no job with id {job_id!r}"},
+            )
+            return
+        self.overflowed.pop(job_id, None)
+        if job_id not in self.last_seq:
+            self.hub.subscribe(job_id, self.push)
+        self.last_seq[job_id] = after
+        await self.send_control("subscribed", job_id=job_id, after=after)
+        self.push(job_id, _SYNC, "")
+
+    def unsubscribe(self, job_id: str) -> None:
+        if self.last_seq.pop(job_id, None) is not None:
+            self.hub.unsubscribe(job_id, self.push)
+
+    async def send_control(self, type_: str, **fields: Any) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.ws.send_str(json.dumps({"type": type_, **fields}))
+
+    async def aclose(self) -> None:
+        self.hub.resync_hooks.discard(self.resync)
+        for job_id in list(self.last_seq):
+            self.unsubscribe(job_id)
+        self.writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.writer
+
+    # --- the writer ---------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            while True:
+                if self.overflowed and self.outbox.empty():
+                    await self.send_control("overflow", last_seq=dict(self.overflowed))
+                    self.overflowed.clear()
+                job_id, seq, raw = await self.outbox.get()
+                last = self.last_seq.get(job_id)
+                if last is None or (seq != _SYNC and seq <= last):
+                    continue  # unsubscribed meanwhile, or already sent
+                if seq == _SYNC or seq > last + 1:
+                    await self._send_from_log(job_id, last, None if seq == _SYNC else seq - 1)
+                    if seq == _SYNC:
+                        continue
+                await self.ws.send_str(raw)
+                if job_id in self.last_seq:
+                    self.last_seq[job_id] = seq
+
+    async def _send_from_log(self, job_id: str, after: int, until: int | None) -> None:
+        for raw in await self.store.events(job_id, after, -1 if until is None else until):
+            if job_id not in self.last_seq:
+                return
+            await self.ws.send_str(raw)
+            self.last_seq[job_id] += 1
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """GET /ws: takes `subscribe` (job_id, after) and `unsubscribe` (job_id) messages."""
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, compress=False, max_msg_size=65536)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    conn = Connection(ws, request.app[HUB], request.app[STORE], settings.ws_queue_size)
+    try:
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                await conn.send_control(
+                    "error", error={"code": "bad_message", "message": "send JSON text messages"}
+                )
+                continue
+            try:
+                command = CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
+            except ValidationError as exc:
+                await conn.send_control(
+                    "error", error={"code": "bad_message", "message": _first_error(exc)}
+                )
+                continue
+            if isinstance(command, Subscribe):
+                await conn.subscribe(command.job_id, command.after)
+            elif isinstance(command, Unsubscribe):
+                conn.unsubscribe(command.job_id)
+                await conn.send_control("unsubscribed", job_id=command.job_id)
+    finally:
+        await conn.aclose()
+    return ws
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {error['msg']}" if where else str(error["msg"])
