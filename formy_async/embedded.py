@@ -1,0 +1,98 @@
+"""The whole stack in one process: fake Redis, simulator, web app and arq worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+from unittest import mock
+
+import arq.worker
+import structlog
+from aiohttp import web
+from pydantic import HttpUrl
+from redis.asyncio import Redis
+
+from .connections import arq_pool, fake_redis, redis_from_settings
+from .settings import Settings
+from .simulator import SimulatorConfig, run_simulator
+from .web.app import create_app
+from .worker import worker_options
+
+log = structlog.get_logger()
+
+
+async def _log_fake_redis_info(redis: Any, log_func: Callable[[str], Any]) -> None:
+    # arq logs INFO at start-up; fakeredis has no INFO command
+    log_func("redis_version=fakeredis (in-process)")
+
+
+@dataclass
+class Stack:
+    url: str
+    settings: Settings
+    redis: Redis
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """Start everything `settings` does not point elsewhere; stop it all on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.uses_embedded_redis():
+            from fakeredis import FakeServer
+
+            # one in-process server shared by every client: fakeredis's TCP server is slow
+            redis = fake_redis(FakeServer())
+            stack.enter_context(
+                mock.patch.object(arq.worker, "log_redis_info", _log_fake_redis_info)
+            )
+        else:
+            redis = redis_from_settings(settings)
+        stack.push_async_callback(redis.aclose)
+        if settings.uses_embedded_comfyui():
+            config = SimulatorConfig(step_delay=settings.simulator_step_delay)
+            comfy_url = await stack.enter_async_context(run_simulator(config))
+            settings = settings.model_copy(update={"comfyui_url": HttpUrl(comfy_url)})
+        runner = web.AppRunner(create_app(settings, redis=redis), shutdown_timeout=2)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        options = worker_options(settings, configure_logging=False)
+        del options["redis_settings"]
+        worker = arq.worker.Worker(**options, redis_pool=arq_pool(redis), handle_signals=False)
+        worker_task = asyncio.create_task(worker.async_run(), name="arq-worker")
+        stack.push_async_callback(_stop_worker, worker, worker_task)
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+        yield Stack(url=f"http://{host}:{settings.port}", settings=settings, redis=redis)
+
+
+async def _stop_worker(worker: arq.worker.Worker, task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for job_task in list(worker.tasks.values()):
+        job_task.cancel()
+    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+
+
+async def serve(settings: Settings) -> None:
+    """Run the stack until Ctrl+C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_stack(settings) as stack:
+        log.info(
+            "stack_ready",
+            url=stack.url,
+            redis="in-process fake" if settings.uses_embedded_redis() else "configured",
+            comfyui=stack.settings.comfyui_base
+            + (" (simulator)" if settings.uses_embedded_comfyui() else ""),
+        )
+        print(f"\n  formy-async is running: open {stack.url}  (Ctrl+C stops it)\n", flush=True)
+        await stop.wait()
+        log.info("stack_stopping")
