@@ -1,0 +1,159 @@
+"""Shared fixtures: a real Redis (found or started), free ports, and whole stacks on them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from redis.asyncio import Redis
+
+from formy_async.embedded import Stack, running_stack
+from formy_async.settings import Settings
+from formy_async.simulator import SimulatorConfig, run_simulator
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DB = int(os.environ.get("FORMY_TEST_REDIS_DB", "15"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _answers(url: str) -> bool:
+    try:
+        client = sync_redis.Redis.from_url(url, socket_connect_timeout=1)
+        ok = bool(client.ping())
+        client.close()
+        return ok
+    except sync_redis.RedisError:
+        return False
+
+
+def _with_db(url: str, db: int) -> str:
+    """`url` pointing at database `db` (whatever database it named before)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0]
+    return f"{scheme}://{host}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    """The Redis at REDIS_URL or 127.0.0.1:6379; else a redis-server of our own on a free port."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+    if _answers(url):
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.exit(
+            f"no Redis answers at {url} and no redis-server is installed: start one, set "
+            "REDIS_URL, or install it (Debian: apt-get install redis-server)",
+            returncode=3,
+        )
+    port = free_port()
+    with tempfile.TemporaryDirectory() as workdir:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        url = f"redis://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while not _answers(url):
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.exit(f"redis-server did not start on port {port}", returncode=3)
+            time.sleep(0.05)
+        try:
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    """A Redis database of the tests' own, emptied before and after each test."""
+    url = _with_db(redis_server_url, TEST_DB)
+    client = sync_redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def simulator_url() -> AsyncIterator[str]:
+    async with run_simulator(SimulatorConfig(step_delay=0.005)) as url:
+        yield url
+
+
+def stack_settings(redis_url: str, comfyui_url: str, storage: Path, **extra: object) -> Settings:
+    return Settings(
+        redis_url=redis_url,  # type: ignore[arg-type]
+        comfyui_url=comfyui_url,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=free_port(),
+        storage_dir=storage,
+        workflows_dir=ROOT / "workflows",
+        worker_poll_delay=0.01,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def stack(redis_url: str, simulator_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """Web app + arq worker on the real Redis and the simulator, on free ports."""
+    async with running_stack(stack_settings(redis_url, simulator_url, tmp_path)) as s:
+        yield s
+
+
+@pytest.fixture
+async def fake_stack(
+    simulator_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Stack]:
+    """The embedded default: web app + worker on an in-process fake Redis (no server needed)."""
+    for name in ("REDIS_URL", "FORMY_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(
+        comfyui_url=simulator_url,  # type: ignore[arg-type]
+        host="127.0.0.1",
+        port=free_port(),
+        storage_dir=tmp_path,
+        workflows_dir=ROOT / "workflows",
+        worker_poll_delay=0.01,
+    )
+    assert settings.uses_embedded_redis()
+    async with running_stack(settings) as s:
+        yield s
