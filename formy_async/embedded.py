@@ -45,12 +45,13 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
             from fakeredis import FakeServer
 
             # one in-process server shared by every client: fakeredis's TCP server is slow
-            redis = fake_redis(FakeServer())
+            server = FakeServer()
+            redis, worker_redis = fake_redis(server), fake_redis(server)
             stack.enter_context(
                 mock.patch.object(arq.worker, "log_redis_info", _log_fake_redis_info)
             )
         else:
-            redis = redis_from_settings(settings)
+            redis, worker_redis = redis_from_settings(settings), redis_from_settings(settings)
         stack.push_async_callback(redis.aclose)
         if settings.uses_embedded_comfyui():
             config = SimulatorConfig(step_delay=settings.simulator_step_delay)
@@ -63,7 +64,10 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         await site.start()
         options = worker_options(settings, configure_logging=False)
         del options["redis_settings"]
-        worker = arq.worker.Worker(**options, redis_pool=arq_pool(redis), handle_signals=False)
+        # the worker closes its pool when it stops, so it gets a client of its own
+        worker = arq.worker.Worker(
+            **options, redis_pool=arq_pool(worker_redis), handle_signals=False
+        )
         worker_task = asyncio.create_task(worker.async_run(), name="arq-worker")
         stack.push_async_callback(_stop_worker, worker, worker_task)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
@@ -74,9 +78,11 @@ async def _stop_worker(worker: arq.worker.Worker, task: asyncio.Task[None]) -> N
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    for job_task in list(worker.tasks.values()):
+    for job_task in worker.tasks.values():
         job_task.cancel()
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    worker.tasks.clear()  # close() gathers them again and would re-raise their cancellation
+    await worker.close()  # runs on_shutdown and closes the worker's pool
 
 
 async def serve(settings: Settings) -> None:
