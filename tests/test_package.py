@@ -31,7 +31,15 @@ def _imports(path: Path) -> set[str]:
 def test_bottom_modules_import_nothing_of_ours_above_them() -> None:
     for module in ("errors", "keys", "settings", "models"):
         ours = {n for n in _imports(PACKAGE / f"{module}.py")} & {
-            "jobs", "comfy", "web", "worker", "jobstore", "events", "storage", "embedded"}
+            "jobs",
+            "comfy",
+            "web",
+            "worker",
+            "jobstore",
+            "events",
+            "storage",
+            "embedded",
+        }
         assert not ours, (module, ours)
 
 

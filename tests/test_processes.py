@@ -23,7 +23,10 @@ BIN = Path(sys.executable).parent
 @contextlib.asynccontextmanager
 async def process(*argv: str, env: dict[str, str], ready_url: str) -> AsyncIterator[None]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+        *argv,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     try:
@@ -62,14 +65,24 @@ async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> N
     base = f"http://127.0.0.1:{web_port}"
     sim = f"http://127.0.0.1:{sim_port}"
     async with (
-        process(str(BIN / "formy-async"), "simulator", "--port", str(sim_port),
-                "--step-delay", "0.01", env=env, ready_url=sim + "/system_stats"),
+        process(
+            str(BIN / "formy-async"),
+            "simulator",
+            "--port",
+            str(sim_port),
+            "--step-delay",
+            "0.01",
+            env=env,
+            ready_url=sim + "/system_stats",
+        ),
         process(sys.executable, "server.py", env=env, ready_url=base + "/readyz"),
-        process(str(BIN / "arq"), "worker_settings.WorkerSettings", env=env,
-                ready_url=base + "/healthz"),
+        process(
+            str(BIN / "arq"), "worker_settings.WorkerSettings", env=env, ready_url=base + "/healthz"
+        ),
         aiohttp.ClientSession() as session,
     ):
-        job = await submit(session, base, prompt="a red fox in the snow", steps=3, width=64,
-                           height=64)
+        job = await submit(
+            session, base, prompt="a red fox in the snow", steps=3, width=64, height=64
+        )
         events = await follow(session, base, job["id"], timeout=30)
     assert events[-1]["type"] == "done"

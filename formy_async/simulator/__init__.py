@@ -1,0 +1,8 @@
+"""A faithful fake of a stock ComfyUI 0.3.64 HTTP + WebSocket server, to run without a GPU."""
+
+from __future__ import annotations
+
+from .app import create_app, run_simulator, serve
+from .config import SimulatorConfig
+
+__all__ = ["SimulatorConfig", "create_app", "run_simulator", "serve"]

@@ -1,0 +1,40 @@
+"""The simulator's settings: timing, model lists, caching and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024 * 1024
+
+
+class SimulatorConfig(BaseModel):
+    """How the fake ComfyUI behaves; the defaults mimic a stock server on a slow machine."""
+
+    step_delay: float = Field(0.15, ge=0)
+    node_delay: float = Field(0.0, ge=0)
+    data_dir: Path | None = None
+    checkpoints: list[str] = Field(
+        default_factory=lambda: [
+            "sd_xl_base_1.0.safetensors",
+            "v1-5-pruned-emaonly.safetensors",
+        ]
+    )
+    loras: list[str] = Field(
+        default_factory=lambda: [
+            "add_detail.safetensors",
+            "pixel_art_xl.safetensors",
+            "watercolor_style.safetensors",
+        ]
+    )
+    vaes: list[str] = Field(
+        default_factory=lambda: ["sdxl_vae.safetensors", "vae-ft-mse-840000-ema-pruned.safetensors"]
+    )
+    diffusion_models: list[str] = Field(
+        default_factory=lambda: ["flux1-dev.safetensors", "flux1-schnell.safetensors"]
+    )
+    previews: bool = True
+    cache: bool = True
+    max_upload_size: int = Field(DEFAULT_MAX_UPLOAD_SIZE, gt=0)
+    history_size: int = Field(10000, gt=0)

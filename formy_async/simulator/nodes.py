@@ -1,0 +1,190 @@
+"""Node-type machinery: definitions, the values flowing between nodes, and /object_info entries."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from PIL import Image
+
+from .config import SimulatorConfig
+from .files import Dirs
+
+JsonDict = dict[str, Any]
+# One input's spec as /object_info shows it: [TYPE] or [TYPE, {options}]; TYPE may be a combo list.
+InputSpec = list[Any]
+Sections = dict[str, dict[str, Any]]
+Images = list[Image.Image]
+
+
+@dataclass(frozen=True)
+class Env:
+    """What node specs and node code may look at: settings and directories."""
+
+    config: SimulatorConfig
+    dirs: Dirs
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    name: str
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def __str__(self) -> str:
+        return f"<ModelPatcher {self.name}>"
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    name: str
+    loras: tuple[tuple[str, float], ...] = ()
+
+    def __str__(self) -> str:
+        return f"<comfy.sd.CLIP {self.name}>"
+
+
+@dataclass(frozen=True, eq=False)
+class Vae:
+    name: str
+
+    def __str__(self) -> str:
+        return f"<comfy.sd.VAE {self.name}>"
+
+
+@dataclass(frozen=True, eq=False)
+class Conditioning:
+    text: str
+    clip: str
+
+    def __str__(self) -> str:
+        return f"[[tensor(<conditioning {self.text[:40]!r}>), {{}}]]"
+
+
+@dataclass(frozen=True, eq=False)
+class Latent:
+    """A latent batch: just the facts that decide what VAEDecode will draw."""
+
+    width: int
+    height: int
+    batch_size: int
+    seed: int | None = None
+    positive: str = ""
+    negative: str = ""
+    model: str = ""
+    denoise: float = 1.0
+    source: tuple[Image.Image, ...] = ()
+
+    def __str__(self) -> str:
+        shape = f"[{self.batch_size}, 4, {self.height // 8}, {self.width // 8}]"
+        return f"{{'samples': tensor(<latent shape={shape}>)}}"
+
+
+class Interrupted(Exception):
+    """The process-wide interrupt flag was seen; ComfyUI's InterruptProcessingException."""
+
+
+class NodeContext(Protocol):
+    """What a running node gets from the engine."""
+
+    @property
+    def env(self) -> Env: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def prompt(self) -> JsonDict: ...
+    @property
+    def extra_pnginfo(self) -> JsonDict | None: ...
+
+    async def progress(
+        self, value: int | float, total: int | float, preview: Image.Image | None = None
+    ) -> None:
+        """Report a ProgressBar step; raises Interrupted when the interrupt flag is set."""
+
+    def progress_text(self, text: str) -> None:
+        """Send a binary TEXT frame (event 3) to everyone."""
+
+
+@dataclass
+class NodeResult:
+    outputs: tuple[Any, ...]
+    ui: JsonDict | None = None
+
+
+RunFn = Callable[[NodeContext, JsonDict], Awaitable[NodeResult]]
+ValidateFn = Callable[[Env, JsonDict], "bool | str"]
+ChangedFn = Callable[[Env, JsonDict], str]
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    """One node class: its inputs (computed per call, combos can change), outputs and behaviour."""
+
+    name: str
+    display_name: str
+    category: str
+    inputs: Callable[[Env], Sections]
+    outputs: tuple[str, ...]
+    run: RunFn
+    output_names: tuple[str, ...] = ()
+    output_node: bool = False
+    description: str = ""
+    python_module: str = "nodes"
+    # VALIDATE_INPUTS: the inputs it takes (they skip min/max/combo checks) and the check itself.
+    validate_args: tuple[str, ...] = ()
+    validate: ValidateFn | None = None
+    is_changed: ChangedFn | None = None
+    extra_info: JsonDict = field(default_factory=dict)
+
+    def info(self, env: Env) -> JsonDict:
+        sections = self.inputs(env)
+        return {
+            "input": sections,
+            "input_order": {key: list(value) for key, value in sections.items()},
+            "output": list(self.outputs),
+            "output_is_list": [False] * len(self.outputs),
+            "output_name": list(self.output_names or self.outputs),
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": self.python_module,
+            "category": self.category,
+            "output_node": self.output_node,
+            **self.extra_info,
+        }
+
+
+def spec_of(sections: Sections, name: str) -> tuple[str, InputSpec] | None:
+    """Find an input (required first, then optional) with the section it belongs to."""
+    for section in ("required", "optional"):
+        found = sections.get(section, {}).get(name)
+        if found is not None:
+            return section, found
+    return None
+
+
+def int_spec(default: int, minimum: int, maximum: int, step: int = 1, **extra: Any) -> InputSpec:
+    return ["INT", {"default": default, "min": minimum, "max": maximum, "step": step, **extra}]
+
+
+def float_spec(
+    default: float, minimum: float, maximum: float, step: float = 0.01, **extra: Any
+) -> InputSpec:
+    options = {"default": default, "min": minimum, "max": maximum, "step": step, **extra}
+    return ["FLOAT", options]
+
+
+def combo_spec(options: list[str], **extra: Any) -> InputSpec:
+    return [list(options), extra] if extra else [list(options)]
+
+
+def format_value(value: Any) -> Any:
+    """How execution_error shows an input value (ComfyUI stringifies non-primitives)."""
+    if value is None or isinstance(value, int | float | bool | str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, Image.Image) for v in value):
+        width, height = value[0].size
+        return f"tensor(<image batch shape=[{len(value)}, {height}, {width}, 3]>)"
+    if isinstance(value, Image.Image):
+        return f"tensor(<mask shape=[1, {value.height}, {value.width}]>)"
+    return str(value)
