@@ -1,0 +1,60 @@
+"""Settings from the environment: platform names, TLS Redis URLs, embedded defaults."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from formy_async.connections import arq_redis_settings
+from formy_async.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_URL", "FORMY_REDIS_URL", "COMFYUI_URL", "FORMY_COMFYUI_URL", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_platform_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6380/2")
+    monkeypatch.setenv("COMFYUI_URL", "http://gpu-1:8188")
+    monkeypatch.setenv("PORT", "5000")
+    settings = Settings()
+    assert (str(settings.redis_url), settings.comfyui_base, settings.port) == (
+        "redis://cache:6380/2",
+        "http://gpu-1:8188",
+        5000,
+    )
+
+
+def test_prefixed_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORMY_MAX_JOBS", "7")
+    assert Settings().max_jobs == 7
+
+
+def test_unset_redis_and_comfyui_mean_embedded() -> None:
+    settings = Settings()
+    assert settings.uses_embedded_redis() and settings.uses_embedded_comfyui()
+
+
+def test_tls_redis_url_is_accepted_with_certificate_checks_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://:secret@example.com:6380")
+    rs = arq_redis_settings(Settings())
+    assert (rs.ssl, rs.ssl_cert_reqs, rs.ssl_check_hostname) == (True, "required", True)
+
+
+def test_self_signed_tls_redis_can_skip_certificate_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "rediss://:secret@example.com:6380")
+    monkeypatch.setenv("FORMY_REDIS_SSL_CERT_REQS", "none")
+    rs = arq_redis_settings(Settings())
+    assert (rs.ssl, rs.ssl_cert_reqs, rs.ssl_check_hostname) == (True, "none", False)
+
+
+def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "http://not-redis")
+    with pytest.raises(ValidationError, match="REDIS_URL"):
+        Settings()
