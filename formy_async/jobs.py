@@ -18,7 +18,7 @@ from .models import Done, Event, Failed, Job, JobError, OutputFile, Progress, St
 from .models import Output as OutputEvent
 from .progress import ProgressTracker
 from .settings import Settings
-from .storage import Storage, content_type_of
+from .storage import Storage, content_type_of, output_key
 from .workflows import Catalogue, Workflow
 
 log = structlog.get_logger()
@@ -98,12 +98,13 @@ class JobRun:
             counts[node_id] = counts.get(node_id, 0) + 1
             ext = posixpath.splitext(ref.filename)[1].lower() or ".png"
             filename = f"{node_id}_{counts[node_id]}{ext}"
-            size = await self.wc.storage.put(f"{self.job.id}/{filename}", data)
+            content_type = content_type_of(filename)
+            size = await self.wc.storage.put(output_key(self.job.id, filename), data, content_type)
             probed = await images.probe(data)
             output = OutputFile(
                 filename=filename,
                 url=f"/api/jobs/{self.job.id}/outputs/{filename}",
-                content_type=content_type_of(filename),
+                content_type=content_type,
                 width=probed[1] if probed else None,
                 height=probed[2] if probed else None,
                 size=size,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, RedisDsn
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, HttpUrl, RedisDsn, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _env(name: str) -> AliasChoices:
@@ -42,7 +42,43 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
     secret_key: str = Field("", validation_alias=_env("SECRET_KEY"), repr=False)
-    storage_dir: Path = Field(Path("data"), description="Where inputs and outputs are stored.")
+    storage_backend: Literal["local", "s3"] = Field(
+        "local", description="`local`: a directory web and worker share; `s3`: object storage."
+    )
+    storage_dir: Path = Field(Path("data"), description="The local storage directory.")
+    s3_bucket: str = Field("", description="S3 (or R2, MinIO…) bucket for `s3` storage.")
+    s3_endpoint_url: str | None = Field(None, description="Unset for AWS; else R2 / MinIO URL.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = Field(None, repr=False)
+    s3_secret_access_key: str | None = Field(None, repr=False)
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. `formy/`.")
+    upload_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest upload accepted.")
+    upload_max_pixels: int = Field(40_000_000, gt=0, description="Largest image (w × h) accepted.")
+    inputs_ttl: int = Field(24 * 3600, gt=0, description="Seconds uploads are kept.")
+    outputs_ttl: int = Field(30 * 24 * 3600, gt=0, description="Seconds outputs are kept.")
+    preview_interval: float = Field(0.5, ge=0, description="Least seconds between two previews.")
+    models_cache_ttl: float = Field(30, ge=0, description="Seconds ComfyUI's model list is cached.")
+    raw_graph_nodes: Annotated[list[str], NoDecode] = Field(
+        [
+            "CheckpointLoaderSimple",
+            "CLIPTextEncode",
+            "EmptyLatentImage",
+            "KSampler",
+            "VAEDecode",
+            "VAEEncode",
+            "SaveImage",
+            "PreviewImage",
+            "LoadImage",
+            "ImageScaleBy",
+            "ImageScale",
+            "ImageBlur",
+            "ImageInvert",
+            "ImageCompositeMasked",
+            "LoraLoader",
+            "EmptyImage",
+        ],
+        description="Node types a raw graph may use (JSON list or comma-separated).",
+    )
     workflows_dir: Path = Field(Path("workflows"), description="The workflow catalogue.")
 
     max_jobs: int = Field(50, ge=1, description="Jobs one worker process runs at once.")
@@ -57,6 +93,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
+    @field_validator("raw_graph_nodes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     def uses_embedded_redis(self) -> bool:
         """True when no Redis URL was configured: `formy-async run` brings its own."""
         return "redis_url" not in self.model_fields_set
@@ -67,7 +110,3 @@ class Settings(BaseSettings):
     @property
     def comfyui_base(self) -> str:
         return str(self.comfyui_url).rstrip("/")
-
-    @property
-    def outputs_dir(self) -> Path:
-        return self.storage_dir / "outputs"

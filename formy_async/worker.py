@@ -14,7 +14,7 @@ from .jobs import WorkerContext, run_job
 from .jobstore import JobStore
 from .logs import setup_logging
 from .settings import Settings
-from .storage import LocalStorage
+from .storage import storage_from_settings
 from .workflows import Catalogue
 
 
@@ -34,10 +34,12 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             store=JobStore(ctx["redis"], ttl=settings.job_ttl),
             comfy=ComfyClient(settings.comfyui_base, session),
             catalogue=catalogue,
-            storage=LocalStorage(settings.outputs_dir),
+            storage=storage_from_settings(settings),
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "formy" in ctx:
+            await ctx["formy"].storage.aclose()
         if "http" in ctx:
             await ctx["http"].close()
 

@@ -14,7 +14,7 @@ from ..connections import arq_pool, redis_from_settings
 from ..events import EventHub
 from ..jobstore import JobStore
 from ..settings import Settings
-from ..storage import LocalStorage
+from ..storage import storage_from_settings
 from ..workflows import Catalogue
 from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
 from .errors import error_middleware
@@ -32,10 +32,10 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
-    app[STORAGE] = LocalStorage(settings.outputs_dir)
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.on_shutdown.append(_close_websockets)
     app.add_routes(routes)
@@ -63,6 +63,12 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     yield
     await hub.aclose()
+
+
+async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[STORAGE] = storage_from_settings(app[SETTINGS])
+    yield
+    await app[STORAGE].aclose()
 
 
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:

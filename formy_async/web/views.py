@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from .. import keys
 from ..errors import BadRequest, NotFound
 from ..models import Job, JobView, SubmitJob, Submitted
-from ..storage import content_type_of
+from ..storage import content_type_of, output_key
 from .context import ARQ, CATALOGUE, HTTP, REDIS, SETTINGS, STORAGE, STORE
 
 routes = web.RouteTableDef()
@@ -118,7 +118,7 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     if not any(o.filename == filename for o in job.outputs):
         raise NotFound(f"job {job.id} has no output {filename!r}", code="output_not_found")
     storage = request.app[STORAGE]
-    key = f"{job.id}/{filename}"
+    key = output_key(job.id, filename)
     headers = {"Cache-Control": "private, max-age=86400"}
     path = storage.local_path(key)
     if path is not None:
