@@ -77,3 +77,32 @@ class ComfyExecutionFailed(ComfyError):
 
 class ComfyInterrupted(ComfyError):
     code = "comfy_interrupted"
+
+
+class StorageUnavailable(FormyError):
+    code = "storage_unavailable"
+    http_status = 503
+
+
+# --- raised by the client (formy_async.client) ------------------------------------------------
+
+
+class FormyAPIError(FormyError):
+    """The service answered with an error: its HTTP status (None over the WebSocket) and code."""
+
+    def __init__(self, status: int | None, code: str, message: str, *, details: Any = None) -> None:
+        super().__init__(message, details=details, code=code)
+        self.status = status
+        if status is not None:
+            self.http_status = status  # type: ignore[misc]
+
+    def __str__(self) -> str:
+        where = f"HTTP {self.status} " if self.status is not None else ""
+        return f"{self.message} ({where}{self.code})"
+
+
+class FormyConnectionError(FormyError):
+    """The service could not be reached, or the connection broke or timed out."""
+
+    code = "connection_error"
+    http_status = 503
