@@ -102,6 +102,28 @@ class ComfyClient:
         await self._call("POST", "/queue", json={"delete": [prompt_id]})
         await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
 
+    async def upload_image(self, data: bytes, name: str) -> str:
+        """POST /upload/image (overwriting `name`); the name a LoadImage node takes."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=name, content_type="application/octet-stream")
+        form.add_field("overwrite", "true")
+        status, body = await self._call("POST", "/upload/image", data=form)
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI refused the upload of {name!r}: {status}")
+        answer = json.loads(body)
+        folder = answer.get("subfolder") or ""
+        return f"{folder}/{answer['name']}" if folder else str(answer["name"])
+
+    async def models(self, folder: str) -> list[str]:
+        """File names ComfyUI lists in a model folder (`checkpoints`, `loras`, …)."""
+        status, body = await self._call("GET", f"/models/{folder}")
+        if status == 404:
+            return []
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI answered /models/{folder} with {status}")
+        names = json.loads(body)
+        return [str(n) for n in names] if isinstance(names, list) else []
+
     async def view(self, ref: ImageRef) -> bytes:
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         status, body = await self._call("GET", "/view", params=params)

@@ -53,6 +53,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         else:
             redis, worker_redis = redis_from_settings(settings), redis_from_settings(settings)
         stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(worker_redis.aclose)
         if settings.uses_embedded_comfyui():
             config = SimulatorConfig(step_delay=settings.simulator_step_delay)
             comfy_url = await stack.enter_async_context(run_simulator(config))

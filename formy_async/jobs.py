@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from arq import Retry
 
-from . import images
+from . import images, keys
 from .comfy import ComfyClient
-from .comfy_messages import Executing, ExecutionCached, HistoryEntry, ProgressStep
-from .errors import ComfyError, FormyError
+from .comfy_messages import Executing, ExecutionCached, HistoryEntry, PreviewImage, ProgressStep
+from .errors import ComfyError, ComfyInterrupted, ComfyUnavailable, FormyError
 from .jobstore import JobStore
-from .models import Done, Event, Failed, Job, JobError, OutputFile, Progress, Started, now
+from .models import (
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    Job,
+    JobError,
+    OutputFile,
+    Preview,
+    Progress,
+    Retrying,
+    Started,
+    now,
+)
 from .models import Output as OutputEvent
 from .progress import ProgressTracker
 from .settings import Settings
-from .storage import Storage, content_type_of, output_key
+from .signals import CancelWatcher
+from .storage import Storage, content_type_of, input_key, output_key
 from .workflows import Catalogue, Workflow
 
 log = structlog.get_logger()
@@ -26,6 +44,11 @@ log = structlog.get_logger()
 
 class JobFinalised(Exception):
     """The job reached a final state elsewhere (cancelled, or finished by another attempt)."""
+
+
+class JobTimedOut(FormyError):
+    code = "timeout"
+    http_status = 504
 
 
 @dataclass
@@ -37,6 +60,7 @@ class WorkerContext:
     comfy: ComfyClient
     catalogue: Catalogue
     storage: Storage
+    cancels: CancelWatcher
 
 
 class JobRun:
@@ -47,17 +71,58 @@ class JobRun:
         self.job = job
         self.workflow = workflow
         self.log = log.bind(job_id=job.id, workflow=job.workflow)
+        self._last_preview = 0.0
+        self._previews = 0
 
     async def record(self, event: Event) -> None:
         if not await self.wc.store.append(self.job, event):
             raise JobFinalised(self.job.id)
 
+    # --- the attempt, raced against cancellation and the time limit ---------------------------
+
+    async def run(self, cancelled: asyncio.Event) -> None:
+        limit = self.job.time_limit or self.workflow.manifest.time_limit
+        work = asyncio.create_task(self.execute(), name=f"job-{self.job.id}")
+        waiter = asyncio.create_task(cancelled.wait())
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            await self.stop(work)
+            await self.fail(JobTimedOut(f"the job ran past its time limit of {limit:g} s"))
+            return
+        except asyncio.CancelledError:  # worker shutting down: interrupt ComfyUI, hand back
+            await self.stop(work)
+            raise
+        finally:
+            waiter.cancel()
+        if not work.done():
+            await self.stop(work)
+            await self.cancelled()
+            return
+        await work  # re-raises what the attempt raised
+
+    async def stop(self, work: asyncio.Task[None]) -> None:
+        """Stop the attempt and its prompt on ComfyUI (only this prompt; others run on)."""
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        if self.job.prompt_id:
+            with contextlib.suppress(ComfyError):
+                await self.wc.comfy.cancel(self.job.prompt_id)
+
+    # --- the steps ----------------------------------------------------------------------------
+
     async def execute(self) -> None:
-        graph = self.workflow.render(self.job.params, output_prefix=f"formy/{self.job.id}")
+        inputs = await self.upload_inputs()
+        graph = self.workflow.render(
+            self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
+        )
         prompt_id = uuid.uuid4().hex
         self.job.status, self.job.started_at, self.job.prompt_id = "processing", now(), prompt_id
+        self.job.outputs = []  # a new attempt lists its own outputs only
         await self.record(Started(job_id=self.job.id, prompt_id=prompt_id))
-        self.log.info("job_started", prompt_id=prompt_id)
+        self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         await self.follow(graph, prompt_id)
         entry = await self.wc.comfy.result(prompt_id)
         await self.collect_outputs(entry)
@@ -69,8 +134,22 @@ class JobRun:
             seconds=round(self.job.finished_at - (self.job.started_at or 0), 3),
         )
 
+    async def upload_inputs(self) -> dict[str, str]:
+        """Send each image param's upload to ComfyUI under a name no other job uses."""
+        names: dict[str, str] = {}
+        for param in self.workflow.image_params():
+            upload_id = self.job.params.get(param)
+            if not upload_id:
+                continue
+            data = await self.wc.storage.read(input_key(upload_id))
+            probed = await images.probe(data)
+            ext = {"jpeg": ".jpg", "webp": ".webp"}.get(probed[0] if probed else "", ".png")
+            name = f"formy_{self.job.id}_{param}{ext}"
+            names[param] = await self.wc.comfy.upload_image(data, name)
+        return names
+
     async def follow(self, graph: dict[str, Any], prompt_id: str) -> None:
-        tracker = ProgressTracker(graph)
+        tracker = ProgressTracker(graph, floor=self.job.progress)
         async for message in self.wc.comfy.run(graph, prompt_id):
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
@@ -80,14 +159,33 @@ class JobRun:
             elif isinstance(message, ProgressStep) and message.node is not None:
                 self.job.progress = tracker.step(message.node, message.value, message.max)
                 await self.record(self._progress(graph, message.node, message.value, message.max))
+            elif isinstance(message, PreviewImage):
+                await self.preview(message)
 
     def _progress(self, graph: dict[str, Any], node: str, value: float, maximum: float) -> Progress:
+        node_type = graph.get(node, {}).get("class_type")
         return Progress(
-            job_id=self.job.id,
-            node=node,
-            value=value,
-            max=maximum,
-            node_type=graph.get(node, {}).get("class_type"),
+            job_id=self.job.id, node=node, value=value, max=maximum, node_type=node_type
+        )
+
+    async def preview(self, message: PreviewImage) -> None:
+        """Keep the latest preview in Redis and tell subscribers, at most once per interval."""
+        moment = time.monotonic()
+        if moment - self._last_preview < self.wc.settings.preview_interval:
+            return
+        self._last_preview = moment
+        self._previews += 1
+        key = keys.job_preview(self.job.id)
+        redis = self.wc.store.redis
+        await redis.hset(  # type: ignore[misc]
+            key, mapping={"data": message.data, "type": message.content_type}
+        )
+        await redis.expire(key, 3600)
+        url = f"/api/jobs/{self.job.id}/preview?n={self._previews}"
+        await self.record(
+            Preview(
+                job_id=self.job.id, node=message.node, url=url, content_type=message.content_type
+            )
         )
 
     async def collect_outputs(self, entry: HistoryEntry) -> None:
@@ -113,11 +211,34 @@ class JobRun:
             self.job.outputs.append(output)
             await self.record(OutputEvent(job_id=self.job.id, output=output))
 
+    # --- final states -------------------------------------------------------------------------
+
     async def fail(self, error: FormyError) -> None:
         self.job.status, self.job.finished_at = "failed", now()
         self.job.error = JobError(code=error.code, message=error.message, details=error.details)
         await self.wc.store.append(self.job, Failed(job_id=self.job.id, error=self.job.error))
         self.log.warning("job_failed", code=error.code, error=error.message)
+
+    async def cancelled(self) -> None:
+        self.job.status, self.job.finished_at = "cancelled", now()
+        await self.wc.store.append(self.job, Cancelled(job_id=self.job.id))
+        self.log.info("job_cancelled")
+
+    async def retry_later(self, error: FormyError, max_attempts: int) -> float:
+        """Record that this attempt hit a transient fault; return the delay before the next."""
+        delay = min(2.0 ** (self.job.attempt - 1), 30.0)
+        self.job.status = "pending"
+        await self.record(
+            Retrying(
+                job_id=self.job.id,
+                attempt=self.job.attempt,
+                max_attempts=max_attempts,
+                retry_in=delay,
+                error=JobError(code=error.code, message=error.message),
+            )
+        )
+        self.log.warning("job_retrying", attempt=self.job.attempt, error=error.message)
+        return delay
 
 
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
@@ -128,14 +249,37 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
         return job.status
     structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow)
     try:
-        run = JobRun(wc, job, wc.catalogue.get_or_raise(job.workflow))
-        try:
-            await run.execute()
-        except ComfyError as exc:
-            await run.fail(exc)
-        except JobFinalised:
-            log.info("job_finalised_elsewhere")
-            return (await wc.store.get(job_id)).status
-        return job.status
+        return await _attempt(wc, job)
     finally:
         structlog.contextvars.unbind_contextvars("job_id", "workflow")
+
+
+async def _attempt(wc: WorkerContext, job: Job) -> str:
+    max_attempts = wc.settings.job_max_attempts
+    job.attempt += 1
+    run = JobRun(wc, job, wc.catalogue.get_or_raise(job.workflow))
+    try:
+        if job.attempt > max_attempts:
+            await run.fail(
+                ComfyUnavailable(f"gave up after {max_attempts} attempts", code="too_many_attempts")
+            )
+            return job.status
+        async with wc.cancels.watch(job.id) as cancelled:
+            await run.run(cancelled)
+    except ComfyInterrupted as exc:  # somebody else interrupted ComfyUI
+        await run.fail(exc)
+    except ComfyUnavailable as exc:
+        if job.attempt >= max_attempts:
+            await run.fail(exc)
+        else:
+            raise Retry(defer=await run.retry_later(exc, max_attempts)) from exc
+    except ComfyError as exc:
+        await run.fail(exc)
+    except JobFinalised:
+        # cancelled (or finished) elsewhere while we ran: make sure ComfyUI stops too
+        if job.prompt_id:
+            with contextlib.suppress(ComfyError):
+                await wc.comfy.cancel(job.prompt_id)
+        log.info("job_finalised_elsewhere")
+        return (await wc.store.get(job.id)).status
+    return job.status

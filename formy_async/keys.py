@@ -38,3 +38,22 @@ def job_id_from_channel(channel: str) -> str:
 def jobs_index() -> str:
     """Sorted set of every job id, scored by creation time (for listing, newest first)."""
     return f"{PREFIX}:jobs"
+
+
+def job_cancel(job_id: str) -> str:
+    """Set when a user asked to cancel the job while a worker may be running it."""
+    return f"{PREFIX}:job:{job_id}:cancel"
+
+
+def job_preview(job_id: str) -> str:
+    """Hash with the job's latest preview image (`data`, `content_type`)."""
+    return f"{PREFIX}:job:{job_id}:preview"
+
+
+def upload(upload_id: str) -> str:
+    """An upload's record (JSON); its bytes are in storage."""
+    return f"{PREFIX}:upload:{upload_id}"
+
+
+#: workers subscribe here to hear about cancelled jobs at once
+CANCEL_CHANNEL = f"{PREFIX}:cancel"

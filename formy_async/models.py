@@ -48,6 +48,8 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     prompt_id: str | None = None
+    time_limit: float | None = None
+    attempt: int = 0
     outputs: list[OutputFile] = []
     error: JobError | None = None
 
@@ -74,6 +76,28 @@ class SubmitJob(BaseModel):
 
     workflow: str = Field(min_length=1, max_length=100)
     params: dict[str, Any] = {}
+    time_limit: float | None = Field(
+        None, gt=0, description="Seconds the job may run; defaults to the workflow's limit."
+    )
+
+
+class Upload(BaseModel):
+    """An input image stored by `POST /api/uploads`; job params refer to it by `id`."""
+
+    id: str
+    format: Literal["png", "jpeg", "webp"]
+    content_type: str
+    width: int
+    height: int
+    size: int
+    created_at: float = Field(default_factory=now)
+
+    @property
+    def url(self) -> str:
+        return f"/api/uploads/{self.id}"
+
+    def view(self) -> dict[str, Any]:
+        return {**self.model_dump(), "url": self.url}
 
 
 # --- job events -----------------------------------------------------------------------------
@@ -109,6 +133,25 @@ class Progress(_Event):
     max: float
 
 
+class Preview(_Event):
+    """The latest live preview of a running sampler (throttled); fetch it from `url`."""
+
+    type: Literal["preview"] = "preview"
+    node: str | None = None
+    url: str
+    content_type: str
+
+
+class Retrying(_Event):
+    """A transient fault ended this attempt; the job runs again after `retry_in` seconds."""
+
+    type: Literal["retrying"] = "retrying"
+    attempt: int
+    max_attempts: int
+    retry_in: float
+    error: JobError
+
+
 class Output(_Event):
     type: Literal["output"] = "output"
     output: OutputFile
@@ -129,7 +172,7 @@ class Cancelled(_Event):
 
 
 Event = Annotated[
-    Submitted | Started | Progress | Output | Done | Failed | Cancelled,
+    Submitted | Started | Progress | Preview | Retrying | Output | Done | Failed | Cancelled,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -17,7 +17,7 @@ HEAVY_NODES: Mapping[str, int] = {
 class ProgressTracker:
     """Weights each node of a graph and reports 0–99 as nodes run; 100 is left for `done`."""
 
-    def __init__(self, graph: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, graph: Mapping[str, Mapping[str, Any]], floor: int = 0) -> None:
         self.weights = {
             node_id: HEAVY_NODES.get(str(node.get("class_type")), 1)
             for node_id, node in graph.items()
@@ -26,7 +26,7 @@ class ProgressTracker:
         self.finished: set[str] = set()
         self.current: str | None = None
         self.fraction = 0.0
-        self.percent = 0
+        self.percent = min(99, floor)  # a retried job never shows less than it did
 
     def cached(self, nodes: Iterable[str]) -> int:
         self.finished.update(n for n in nodes if n in self.weights)

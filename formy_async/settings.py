@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     max_jobs: int = Field(50, ge=1, description="Jobs one worker process runs at once.")
     worker_poll_delay: float = Field(0.05, gt=0, description="Seconds between queue polls.")
     job_timeout: float = Field(600, gt=0, description="Longest a job may run, in seconds.")
+    job_max_attempts: int = Field(3, ge=1, description="Tries for transient ComfyUI faults.")
     job_ttl: int = Field(7 * 24 * 3600, gt=0, description="Seconds job records are kept.")
     ws_queue_size: int = Field(1000, ge=10, description="Events buffered per WebSocket.")
     ws_heartbeat: float = Field(25, gt=0, description="WebSocket ping interval, in seconds.")

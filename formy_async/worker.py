@@ -14,6 +14,7 @@ from .jobs import WorkerContext, run_job
 from .jobstore import JobStore
 from .logs import setup_logging
 from .settings import Settings
+from .signals import CancelWatcher
 from .storage import storage_from_settings
 from .workflows import Catalogue
 
@@ -29,22 +30,30 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
         ctx["http"] = session
+        cancels = CancelWatcher(ctx["redis"])
+        await cancels.start()
         ctx["formy"] = WorkerContext(
             settings=settings,
             store=JobStore(ctx["redis"], ttl=settings.job_ttl),
             comfy=ComfyClient(settings.comfyui_base, session),
             catalogue=catalogue,
             storage=storage_from_settings(settings),
+            cancels=cancels,
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "formy" in ctx:
+            await ctx["formy"].cancels.aclose()
             await ctx["formy"].storage.aclose()
         if "http" in ctx:
             await ctx["http"].close()
 
     return {
-        "functions": [func(run_job, name=keys.RUN_JOB, timeout=settings.job_timeout, max_tries=3)],
+        # attempts are counted by the job itself (transient faults only), so arq never gives up
+        # on a job silently; its own timeout is a backstop above every job's time limit
+        "functions": [
+            func(run_job, name=keys.RUN_JOB, timeout=settings.job_timeout + 60, max_tries=1000)
+        ],
         "on_startup": startup,
         "on_shutdown": shutdown,
         "redis_settings": arq_redis_settings(settings),
