@@ -1,21 +1,94 @@
-"""Pillow work on image bytes, run off the event loop."""
+"""Pillow work on image bytes, run off the event loop: probing, and checking uploads."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import warnings
+from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import FormyError
+
+ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+
+
+class UnsupportedImage(FormyError):
+    code = "unsupported_image"
+    http_status = 415
+
+
+class CorruptImage(FormyError):
+    code = "corrupt_image"
+    http_status = 422
+
+
+class ImageTooLarge(FormyError):
+    code = "image_too_large"
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An upload that passed every check, re-encoded without its metadata."""
+
+    format: str
+    width: int
+    height: int
+    data: bytes
 
 
 def _probe(data: bytes) -> tuple[str, int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return (image.format or "").lower(), image.width, image.height
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
         return None
 
 
 async def probe(data: bytes) -> tuple[str, int, int] | None:
     """(format, width, height) of an image, or None when the bytes are no image Pillow knows."""
     return await asyncio.to_thread(_probe, data)
+
+
+def _check(data: bytes, max_pixels: int) -> CheckedImage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(f"the image has too many pixels (limit {max_pixels})") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UnsupportedImage("the file is not a PNG, JPEG or WEBP image") from exc
+    with image:
+        fmt = ALLOWED_FORMATS.get(image.format or "")
+        if fmt is None:
+            raise UnsupportedImage(f"{image.format} images are not accepted: use PNG, JPEG or WEBP")
+        if image.width * image.height > max_pixels:
+            raise ImageTooLarge(
+                f"the image is {image.width}×{image.height} pixels; the limit is {max_pixels}"
+            )
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise CorruptImage(f"the image data is truncated or corrupt: {exc}") from exc
+        return _reencode(image, fmt)
+
+
+def _reencode(image: Image.Image, fmt: str) -> CheckedImage:
+    """Apply the EXIF orientation and drop every metadata chunk by writing pixels only."""
+    upright = ImageOps.exif_transpose(image)
+    out = io.BytesIO()
+    if fmt == "jpeg":
+        upright.convert("RGB").save(out, format="JPEG", quality=95)
+    elif fmt == "webp":
+        upright.save(out, format="WEBP", quality=95)
+    else:
+        upright.save(out, format="PNG")
+    return CheckedImage(fmt, upright.width, upright.height, out.getvalue())
+
+
+async def check_upload(data: bytes, max_pixels: int) -> CheckedImage:
+    """The upload re-encoded clean, or the FormyError naming the rule it broke."""
+    return await asyncio.to_thread(_check, data, max_pixels)

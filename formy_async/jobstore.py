@@ -91,3 +91,31 @@ class JobStore:
 
     async def parsed_events(self, job_id: str, after: int = 0) -> list[Event]:
         return [EVENT_ADAPTER.validate_json(raw) for raw in await self.events(job_id, after)]
+
+    async def page(
+        self, *, status: str | None, limit: int, cursor: float | None
+    ) -> tuple[list[Job], str | None]:
+        """Jobs newest first, created before `cursor`, optionally only those with `status`.
+
+        Returns the page and the cursor of the next one (None at the end).
+        """
+        found: list[Job] = []
+        top: Any = f"({cursor!r}" if cursor is not None else "+inf"
+        batch = max(limit, 50) if status else limit
+        while len(found) < limit:
+            entries = await self.redis.zrevrangebyscore(
+                keys.jobs_index(), top, "-inf", start=0, num=batch, withscores=True
+            )
+            for member, score in entries:
+                top = f"({score!r}"
+                raw = await self.redis.get(keys.job(member.decode()))
+                if raw is None:
+                    continue  # expired
+                job = Job.model_validate_json(raw)
+                if status is None or job.status == status:
+                    found.append(job)
+                    if len(found) == limit:
+                        return found, repr(score)
+            if len(entries) < batch:
+                return found, None
+        return found, None

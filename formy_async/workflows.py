@@ -16,7 +16,15 @@ from .errors import InvalidParams, NotFound
 
 Graph = dict[str, dict[str, Any]]
 
-_PY_TYPES: Mapping[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
+_PY_TYPES: Mapping[str, type] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "image": str,
+}
+#: what an `image` param holds: the id `POST /api/uploads` returned
+UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
 #: inputs that name where SaveImage writes; set per job so outputs never collide
 _SAVE_NODES = frozenset({"SaveImage"})
 
@@ -30,7 +38,7 @@ class ParamSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["string", "integer", "number", "boolean"]
+    type: Literal["string", "integer", "number", "boolean", "image"]
     description: str = ""
     required: bool = False
     default: Any = None
@@ -42,6 +50,9 @@ class ParamSpec(BaseModel):
     max_length: int | None = None
     enum: list[Any] | None = None
     presets: dict[str, dict[str, Any]] = {}
+    models: str | None = Field(
+        None, description="a ComfyUI model folder (`checkpoints`, `loras`…) the value must name"
+    )
     targets: list[str] = Field([], description='"node_id.input_name" entries in the graph')
 
     @model_validator(mode="after")
@@ -71,8 +82,18 @@ class ParamSpec(BaseModel):
             min_length=self.min_length,
             max_length=self.max_length,
             strict=True if self.type != "number" and self.enum is None else None,
+            pattern=UPLOAD_ID_PATTERN if self.type == "image" else None,
+            json_schema_extra=self._schema_extra() or None,
         )
         return annotation, info
+
+    def _schema_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.type == "image":
+            extra["format"] = "formy-upload"
+        if self.models:
+            extra["x-formy-models"] = self.models
+        return extra
 
 
 class Manifest(BaseModel):
@@ -145,11 +166,25 @@ class Workflow:
                         params[target] = value
         return params
 
-    def render(self, params: Mapping[str, Any], *, output_prefix: str) -> Graph:
-        """The graph to queue: params in place, save nodes writing under `output_prefix`."""
+    def image_params(self) -> list[str]:
+        return [name for name, spec in self.manifest.params.items() if spec.type == "image"]
+
+    def model_params(self) -> dict[str, str]:
+        """param name → the ComfyUI model folder its value must be in."""
+        return {name: spec.models for name, spec in self.manifest.params.items() if spec.models}
+
+    def render(
+        self,
+        params: Mapping[str, Any],
+        *,
+        output_prefix: str,
+        inputs: Mapping[str, str] | None = None,
+    ) -> Graph:
+        """The graph to queue: params in place (image params as the file names in `inputs`,
+        as uploaded to ComfyUI), save nodes writing under `output_prefix`."""
         graph = copy.deepcopy(self.graph)
         for name, spec in self.manifest.params.items():
-            value = params.get(name)
+            value = (inputs or {}).get(name) if spec.type == "image" else params.get(name)
             if value is None:
                 continue
             for target in spec.targets:
@@ -257,6 +292,7 @@ def _example(spec: ParamSpec) -> Any:
         "integer": int(spec.minimum or 0),
         "number": float(spec.minimum or 0),
         "boolean": True,
+        "image": "0" * 32,
     }[spec.type]
 
 

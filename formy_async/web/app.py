@@ -16,8 +16,11 @@ from ..jobstore import JobStore
 from ..settings import Settings
 from ..storage import storage_from_settings
 from ..workflows import Catalogue
+from .catalog import MODELS, ModelsCache
+from .catalog import routes as catalog_routes
 from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
 from .errors import error_middleware
+from .uploads import routes as upload_routes
 from .views import routes
 from .ws import websocket
 
@@ -29,6 +32,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
 
     The workflow catalogue is loaded now, so a broken workflow stops start-up.
     """
+    # 1 MiB bounds every JSON body; uploads stream their multipart part under their own limit
     app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
     app[SETTINGS] = settings
     app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
@@ -39,6 +43,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_ctx)
     app.on_shutdown.append(_close_websockets)
     app.add_routes(routes)
+    app.add_routes(catalog_routes)
+    app.add_routes(upload_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/static", STATIC_DIR)
     return app
@@ -74,6 +80,7 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         app[HTTP] = session
+        app[MODELS] = ModelsCache(app[SETTINGS], session)
         yield
 
 

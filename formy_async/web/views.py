@@ -1,4 +1,4 @@
-"""The HTTP API: jobs, their events and outputs, workflows, health and readiness."""
+"""The HTTP API for jobs (submit, inspect, list, cancel, events, outputs) and health."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from .. import keys
-from ..errors import BadRequest, NotFound
-from ..models import Job, JobView, SubmitJob, Submitted
+from ..errors import BadRequest, Conflict, InvalidParams, NotFound
+from ..models import Cancelled, Job, JobStatus, JobView, SubmitJob, Submitted, now
+from ..signals import request_cancel
 from ..storage import content_type_of, output_key
+from ..workflows import Workflow
+from .catalog import MODELS
 from .context import ARQ, CATALOGUE, HTTP, REDIS, SETTINGS, STORAGE, STORE
 
 routes = web.RouteTableDef()
@@ -49,7 +52,15 @@ async def submit_job(request: web.Request) -> web.Response:
         ) from None
     workflow = request.app[CATALOGUE].get_or_raise(body.workflow)
     params = workflow.resolve(body.params)
-    job = Job(id=uuid.uuid4().hex, workflow=workflow.name, params=params)
+    await _check_references(request, workflow, params)
+    settings = request.app[SETTINGS]
+    if body.time_limit is not None and body.time_limit > settings.job_timeout:
+        raise InvalidParams(
+            f"time_limit may be at most {settings.job_timeout:g} seconds", code="invalid_body"
+        )
+    job = Job(
+        id=uuid.uuid4().hex, workflow=workflow.name, params=params, time_limit=body.time_limit
+    )
     await request.app[STORE].append(
         job, Submitted(job_id=job.id, workflow=job.workflow), create=True
     )
@@ -63,32 +74,84 @@ async def submit_job(request: web.Request) -> web.Response:
     )
 
 
+async def _check_references(
+    request: web.Request, workflow: Workflow, params: dict[str, Any]
+) -> None:
+    """Uploads the params name exist; models they name are on the ComfyUI backend."""
+    redis = request.app[REDIS]
+    for param in workflow.image_params():
+        upload_id = params.get(param)
+        if upload_id is not None and not await redis.exists(keys.upload(upload_id)):
+            raise InvalidParams(
+                f"{param}: no upload with id {upload_id!r} (it may have expired)",
+                code="upload_not_found",
+                details=[{"param": param, "type": "upload_not_found"}],
+            )
+    await request.app[MODELS].check(workflow, params)
+
+
+@routes.post("/api/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """A pending job is cancelled at once (200); a running one is stopped by its worker (202)."""
+    store = request.app[STORE]
+    job = await store.get(request.match_info["job_id"])
+    if job.is_final:
+        raise Conflict(f"job {job.id} is already {job.status}", code="job_finished")
+    if job.status == "pending":
+        job.status, job.finished_at = "cancelled", now()
+        if await store.append(job, Cancelled(job_id=job.id)):
+            # a worker that picked the job up meanwhile sees it final and stops its prompt
+            await request_cancel(request.app[REDIS], job.id, request.app[SETTINGS].job_ttl)
+            return _json(JobView.of(job))
+        job = await store.get(job.id)
+        raise Conflict(f"job {job.id} is already {job.status}", code="job_finished")
+    await request_cancel(request.app[REDIS], job.id, request.app[SETTINGS].job_ttl)
+    return _json(JobView.of(job), status=202)
+
+
+@routes.get("/api/jobs/{job_id}/preview")
+async def get_preview(request: web.Request) -> web.Response:
+    """The latest live preview of a running job (see `preview` events)."""
+    job = await request.app[STORE].get(request.match_info["job_id"])
+    preview: dict[bytes, bytes] = await request.app[REDIS].hgetall(keys.job_preview(job.id))  # type: ignore[misc]
+    if not preview:
+        raise NotFound(f"job {job.id} has no preview", code="preview_not_found")
+    return web.Response(
+        body=preview[b"data"],
+        content_type=preview[b"type"].decode(),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
-    """Newest first; `?limit=` (1–100, default 20) and `?cursor=` from the previous page."""
-    try:
-        limit = int(request.query.get("limit", "20"))
-        cursor = float(request.query["cursor"]) if "cursor" in request.query else None
-    except ValueError:
-        raise BadRequest(
-            "limit must be an integer and cursor a number", code="invalid_query"
-        ) from None
-    if not 1 <= limit <= 100:
-        raise BadRequest("limit must be between 1 and 100", code="invalid_query")
-    redis = request.app[REDIS]
-    top: Any = f"({cursor!r}" if cursor is not None else "+inf"
-    entries = await redis.zrevrangebyscore(
-        keys.jobs_index(), top, "-inf", start=0, num=limit, withscores=True
+    """Newest first; `?status=`, `?limit=` (1–100, default 20), `?cursor=` from the last page."""
+    query = _list_query(request)
+    jobs, next_cursor = await request.app[STORE].page(
+        status=query.status, limit=query.limit, cursor=query.cursor
     )
-    store = request.app[STORE]
-    jobs = []
-    for member, _score in entries:
-        try:
-            jobs.append(JobView.of(await store.get(member.decode())).model_dump(mode="json"))
-        except NotFound:
-            continue  # expired meanwhile
-    next_cursor = repr(entries[-1][1]) if len(entries) == limit else None
-    return web.json_response({"jobs": jobs, "next_cursor": next_cursor})
+    return web.json_response(
+        {
+            "jobs": [JobView.of(job).model_dump(mode="json") for job in jobs],
+            "next_cursor": next_cursor,
+        }
+    )
+
+
+class _ListQuery(BaseModel):
+    status: JobStatus | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: float | None = None
+
+
+def _list_query(request: web.Request) -> _ListQuery:
+    try:
+        return _ListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise BadRequest(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            code="invalid_query",
+        ) from None
 
 
 @routes.get("/api/jobs/{job_id}")
@@ -129,19 +192,6 @@ async def get_output(request: web.Request) -> web.StreamResponse:
         )
     data = await storage.read(key)
     return web.Response(body=data, content_type=content_type_of(filename), headers=headers)
-
-
-@routes.get("/api/workflows")
-async def list_workflows(request: web.Request) -> web.Response:
-    catalogue = request.app[CATALOGUE]
-    return web.json_response({"workflows": [w.describe() for w in catalogue.values()]})
-
-
-@routes.get("/api/workflows/{name}")
-async def get_workflow(request: web.Request) -> web.Response:
-    return web.json_response(
-        request.app[CATALOGUE].get_or_raise(request.match_info["name"]).describe()
-    )
 
 
 @routes.get("/healthz")

@@ -1,0 +1,84 @@
+"""Uploads: input images checked with Pillow, stored, and referred to by id in job params."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import BodyPartReader, web
+
+from .. import keys
+from ..errors import BadRequest, FormyError, NotFound
+from ..images import check_upload
+from ..models import Upload
+from ..storage import input_key
+from .context import REDIS, SETTINGS, STORAGE
+
+routes = web.RouteTableDef()
+
+_CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class UploadTooLarge(FormyError):
+    code = "upload_too_large"
+    http_status = 413
+
+
+async def _read_file_part(request: web.Request, limit: int) -> bytes:
+    """The bytes of the multipart field `file`, read in chunks and never more than `limit`."""
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest(
+            "send multipart/form-data with the image in a field named `file`", code="missing_file"
+        )
+    reader = await request.multipart()
+    async for part in reader:
+        if not isinstance(part, BodyPartReader) or part.name != "file":
+            continue
+        data = bytearray()
+        while chunk := await part.read_chunk(64 * 1024):
+            data += chunk
+            if len(data) > limit:
+                raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
+        if not data:
+            raise BadRequest("the uploaded file is empty", code="empty_upload")
+        return bytes(data)
+    raise BadRequest("no field named `file` in the form", code="missing_file")
+
+
+@routes.post("/api/uploads")
+async def create_upload(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    data = await _read_file_part(request, settings.upload_max_bytes)
+    image = await check_upload(data, settings.upload_max_pixels)
+    upload = Upload(
+        id=uuid.uuid4().hex,
+        format=image.format,
+        content_type=_CONTENT_TYPES[image.format],
+        width=image.width,
+        height=image.height,
+        size=len(image.data),
+    )
+    await request.app[STORAGE].put(input_key(upload.id), image.data, upload.content_type)
+    await request.app[REDIS].set(
+        keys.upload(upload.id), upload.model_dump_json(), ex=settings.inputs_ttl
+    )
+    return web.json_response(upload.view(), status=201, headers={"Location": upload.url})
+
+
+async def get_upload_record(request: web.Request, upload_id: str) -> Upload:
+    raw = await request.app[REDIS].get(keys.upload(upload_id))
+    if raw is None:
+        raise NotFound(f"no upload with id {upload_id!r}", code="upload_not_found")
+    return Upload.model_validate_json(raw)
+
+
+@routes.get("/api/uploads/{upload_id}")
+async def get_upload(request: web.Request) -> web.StreamResponse:
+    upload = await get_upload_record(request, request.match_info["upload_id"])
+    storage = request.app[STORAGE]
+    path = storage.local_path(input_key(upload.id))
+    headers = {"Cache-Control": "private, max-age=3600", "Content-Type": upload.content_type}
+    if path is not None:
+        return web.FileResponse(path, headers=headers)
+    return web.Response(body=await storage.read(input_key(upload.id)), headers=headers)
