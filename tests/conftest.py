@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as sync_redis
@@ -119,17 +121,32 @@ async def simulator_url() -> AsyncIterator[str]:
         yield url
 
 
-def stack_settings(redis_url: str, comfyui_url: str, storage: Path, **extra: object) -> Settings:
-    return Settings(
-        redis_url=redis_url,  # type: ignore[arg-type]
-        comfyui_url=comfyui_url,  # type: ignore[arg-type]
-        host="127.0.0.1",
-        port=free_port(),
-        storage_dir=storage,
-        workflows_dir=ROOT / "workflows",
-        worker_poll_delay=0.01,
-        **extra,  # type: ignore[arg-type]
-    )
+def stack_settings(redis_url: str, comfyui_url: str, storage: Path, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "comfyui_url": comfyui_url,
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "storage_dir": storage,
+        "workflows_dir": ROOT / "workflows",
+        "worker_poll_delay": 0.01,
+        **extra,
+    }
+    return Settings(**values)
+
+
+FIXTURE_WORKFLOWS = ROOT / "tests" / "fixtures" / "workflows"
+StackFactory = Callable[..., contextlib.AbstractAsyncContextManager[Stack]]
+
+
+@pytest.fixture
+def make_stack(redis_url: str, simulator_url: str, tmp_path: Path) -> StackFactory:
+    """Build a stack with settings overridden, e.g. `make_stack(max_jobs=1)`."""
+
+    def build(**extra: Any) -> contextlib.AbstractAsyncContextManager[Stack]:
+        return running_stack(stack_settings(redis_url, simulator_url, tmp_path, **extra))
+
+    return build
 
 
 @pytest.fixture

@@ -87,17 +87,3 @@ async def test_fifty_concurrent_jobs_all_finish_with_their_own_events(stack: Sta
         assert {e["job_id"] for e in events} == {job["id"]}
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[-1]["type"] == "done"
-
-
-async def test_graph_comfyui_rejects_fails_the_job_with_its_node_errors(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
-        job = await submit(session, stack.url, prompt="a fox", model="no_such_model.safetensors")
-        events = await follow(session, stack.url, job["id"])
-    final = events[-1]
-    assert (final["type"], final["status"]) == ("failed", "failed")
-    error = final["error"]
-    assert error["code"] == "comfy_rejected"
-    assert "no_such_model.safetensors" in error["message"]
-    node_error = error["details"]["node_errors"]["4"]
-    assert node_error["class_type"] == "CheckpointLoaderSimple"
-    assert node_error["errors"][0]["type"] == "value_not_in_list"
