@@ -16,8 +16,11 @@ from .settings import Settings
 
 
 def job_serializer(data: dict[str, Any]) -> bytes:
-    """arq job payloads as JSON: a pickle in Redis would let anyone who can write there run code."""
-    return json.dumps(data).encode()
+    """arq job payloads as JSON: a pickle in Redis would let anyone who can write there run code.
+
+    Results that are not JSON (an exception arq records) are stored as their repr.
+    """
+    return json.dumps(data, default=repr).encode()
 
 
 def job_deserializer(raw: bytes) -> dict[str, Any]:
@@ -25,8 +28,14 @@ def job_deserializer(raw: bytes) -> dict[str, Any]:
     return data
 
 
+#: what a command retries on; OSError covers "connection refused" while Redis restarts, which
+#: redis-py raises from connect() and retries only when it is listed here
+RETRY_ON = [RedisConnectionError, RedisTimeoutError, OSError]
+
+
 def _retry() -> Retry:
-    return Retry(ExponentialBackoff(cap=2, base=0.05), retries=8)
+    # ~0.1 + 0.2 + 0.4 + 0.8 + 1 s × 26: rides out a Redis restart of up to about 25 s
+    return Retry(ExponentialBackoff(cap=1, base=0.05), retries=30)
 
 
 def redis_from_settings(settings: Settings) -> Redis:
@@ -37,7 +46,7 @@ def redis_from_settings(settings: Settings) -> Redis:
     client: Redis = Redis.from_url(
         str(settings.redis_url),
         retry=_retry(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry_on_error=list(RETRY_ON),
         socket_connect_timeout=5,
         health_check_interval=15,
         **options,
@@ -51,7 +60,7 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
         rs.ssl_cert_reqs = "none"  # from_dsn drops the URL's query, so set it here
     rs.ssl_check_hostname = rs.ssl and settings.redis_ssl_cert_reqs == "required"
     rs.retry_on_timeout = True
-    rs.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    rs.retry_on_error = list(RETRY_ON)
     rs.retry = _retry()
     rs.conn_retries = 30
     rs.conn_retry_delay = 1

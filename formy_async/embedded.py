@@ -20,7 +20,7 @@ from .connections import arq_pool, fake_redis, redis_from_settings
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
 from .web.app import create_app
-from .worker import worker_options
+from .worker import supervise, worker_options
 
 log = structlog.get_logger()
 
@@ -69,7 +69,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         worker = arq.worker.Worker(
             **options, redis_pool=arq_pool(worker_redis), handle_signals=False
         )
-        worker_task = asyncio.create_task(worker.async_run(), name="arq-worker")
+        worker_task = asyncio.create_task(supervise(worker), name="arq-worker")
         stack.push_async_callback(_stop_worker, worker, worker_task)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
         yield Stack(url=f"http://{host}:{settings.port}", settings=settings, redis=redis)

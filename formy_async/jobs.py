@@ -34,6 +34,7 @@ from .models import (
 )
 from .models import Output as OutputEvent
 from .progress import ProgressTracker
+from .recovery import Recovery
 from .settings import Settings
 from .signals import CancelWatcher
 from .storage import Storage, content_type_of, input_key, output_key
@@ -61,6 +62,7 @@ class WorkerContext:
     catalogue: Catalogue
     storage: Storage
     cancels: CancelWatcher
+    recovery: Recovery
 
 
 class JobRun:
@@ -93,6 +95,7 @@ class JobRun:
             return
         except asyncio.CancelledError:  # worker shutting down: interrupt ComfyUI, hand back
             await self.stop(work)
+            await self.handed_back()
             raise
         finally:
             waiter.cancel()
@@ -224,6 +227,26 @@ class JobRun:
         await self.wc.store.append(self.job, Cancelled(job_id=self.job.id))
         self.log.info("job_cancelled")
 
+    async def handed_back(self) -> None:
+        """The worker stops before the job could finish: arq queues it again, for any worker."""
+        self.job.status = "pending"
+        self.job.attempt -= 1  # not the job's fault: it does not count as a try
+        with contextlib.suppress(Exception):
+            await self.wc.store.append(
+                self.job,
+                Retrying(
+                    job_id=self.job.id,
+                    attempt=self.job.attempt,
+                    max_attempts=self.wc.settings.job_max_attempts,
+                    retry_in=0,
+                    error=JobError(
+                        code="worker_stopping",
+                        message="the worker stopped before the job finished; it runs again",
+                    ),
+                ),
+            )
+        self.log.warning("job_handed_back")
+
     async def retry_later(self, error: FormyError, max_attempts: int) -> float:
         """Record that this attempt hit a transient fault; return the delay before the next."""
         delay = min(2.0 ** (self.job.attempt - 1), 30.0)
@@ -264,7 +287,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
                 ComfyUnavailable(f"gave up after {max_attempts} attempts", code="too_many_attempts")
             )
             return job.status
-        async with wc.cancels.watch(job.id) as cancelled:
+        async with wc.recovery.lease(job.id), wc.cancels.watch(job.id) as cancelled:
             await run.run(cancelled)
     except ComfyInterrupted as exc:  # somebody else interrupted ComfyUI
         await run.fail(exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from redis.asyncio import Redis
@@ -14,19 +15,30 @@ from .models import EVENT_ADAPTER, Event, Job
 # the event's JSON between `head` and `tail`; the job record is replaced; the event is published.
 # Nothing is appended once the job is final, so a late writer (a cancelled worker, a retried run)
 # can never add events after the final one.
-#   KEYS: job record, event log, final marker, jobs index
+# A retried call (the reply was lost, the script had run) finds its own event id in KEYS[6] and
+# answers the seq it got the first time instead of appending the event twice.
+#   KEYS: job record, event log, final marker, jobs index, active jobs, last append
 #   ARGV: head, tail, job JSON, is_final ("1"/"0"), ttl, channel, index score ("" = no index),
-#         job id
+#         job id, event id (32 hex chars)
 _APPEND = """
+local last = redis.call('GET', KEYS[6])
+if last and string.sub(last, 1, 32) == ARGV[9] then return tonumber(string.sub(last, 34)) end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
 local seq = redis.call('LLEN', KEYS[2]) + 1
+redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. seq, 'EX', tonumber(ARGV[5]))
 local event = ARGV[1] .. seq .. ARGV[2]
 local ttl = tonumber(ARGV[5])
 redis.call('RPUSH', KEYS[2], event)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
-if ARGV[4] == '1' then redis.call('SET', KEYS[3], '1', 'EX', ttl) end
-if ARGV[7] ~= '' then redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8]) end
+if ARGV[4] == '1' then
+  redis.call('SET', KEYS[3], '1', 'EX', ttl)
+  redis.call('ZREM', KEYS[5], ARGV[8])
+end
+if ARGV[7] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
+end
 redis.call('PUBLISH', ARGV[6], event)
 return seq
 """
@@ -75,9 +87,11 @@ class JobStore:
             keys.events_channel(job.id),
             repr(job.created_at) if create else "",
             job.id,
+            uuid.uuid4().hex,
         ]
         job_keys = [keys.job(job.id), keys.job_events(job.id), keys.job_final(job.id)]
-        seq = int(await self._append(keys=[*job_keys, keys.jobs_index()], args=args))
+        index_keys = [keys.jobs_index(), keys.active_jobs(), keys.job_last_append(job.id)]
+        seq = int(await self._append(keys=[*job_keys, *index_keys], args=args))
         event.seq = seq
         return seq
 

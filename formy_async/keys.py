@@ -57,3 +57,28 @@ def upload(upload_id: str) -> str:
 
 #: workers subscribe here to hear about cancelled jobs at once
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
+
+
+def active_jobs() -> str:
+    """Sorted set of the jobs not yet final (by creation time): what crash recovery sweeps."""
+    return f"{PREFIX}:active"
+
+
+def job_lease(job_id: str) -> str:
+    """Held (with a short TTL, kept fresh) by the worker running the job."""
+    return f"{PREFIX}:job:{job_id}:lease"
+
+
+#: only one worker sweeps for lost jobs at a time
+RECOVERY_LOCK = f"{PREFIX}:recovery:lock"
+
+#: arq's own keys, which recovery must touch to hand a lost job back to the queue
+ARQ_QUEUE = "arq:queue"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+
+
+def job_last_append(job_id: str) -> str:
+    """`<event id> <seq>` of the job's last appended event: makes a retried append idempotent."""
+    return f"{PREFIX}:job:{job_id}:last"

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     worker_poll_delay: float = Field(0.05, gt=0, description="Seconds between queue polls.")
     job_timeout: float = Field(600, gt=0, description="Longest a job may run, in seconds.")
     job_max_attempts: int = Field(3, ge=1, description="Tries for transient ComfyUI faults.")
+    lease_ttl: float = Field(
+        10, gt=0, description="Seconds a running job's lease lasts without its worker renewing it."
+    )
+    recovery_interval: float = Field(3, gt=0, description="Seconds between sweeps for lost jobs.")
+    shutdown_grace: int = Field(
+        20, ge=0, description="Seconds a stopping worker lets running jobs finish (Heroku: 30)."
+    )
     job_ttl: int = Field(7 * 24 * 3600, gt=0, description="Seconds job records are kept.")
     ws_queue_size: int = Field(1000, ge=10, description="Events buffered per WebSocket.")
     ws_heartbeat: float = Field(25, gt=0, description="WebSocket ping interval, in seconds.")

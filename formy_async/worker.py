@@ -1,11 +1,15 @@
-"""The arq worker's configuration and its start-up and shut-down hooks."""
+"""The arq worker: its configuration, start-up and shut-down hooks, and its supervisor."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import aiohttp
-from arq.worker import func
+import structlog
+from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from . import keys
 from .comfy import ComfyClient
@@ -13,10 +17,13 @@ from .connections import arq_redis_settings, job_deserializer, job_serializer
 from .jobs import WorkerContext, run_job
 from .jobstore import JobStore
 from .logs import setup_logging
+from .recovery import Recovery
 from .settings import Settings
 from .signals import CancelWatcher
 from .storage import storage_from_settings
 from .workflows import Catalogue
+
+log = structlog.get_logger()
 
 
 def worker_options(settings: Settings, *, configure_logging: bool = True) -> dict[str, Any]:
@@ -24,6 +31,8 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
     catalogue = Catalogue.load(settings.workflows_dir)  # a broken workflow stops start-up here
 
     async def startup(ctx: dict[str, Any]) -> None:
+        if "formy" in ctx:  # the supervisor restarted arq's loop after a Redis outage
+            return
         if configure_logging:
             setup_logging(settings.log_format, settings.log_level)
         session = aiohttp.ClientSession(
@@ -32,17 +41,29 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         ctx["http"] = session
         cancels = CancelWatcher(ctx["redis"])
         await cancels.start()
+        store = JobStore(ctx["redis"], ttl=settings.job_ttl)
+        recovery = Recovery(
+            ctx["redis"],
+            store,
+            worker_id=uuid.uuid4().hex,
+            lease_ttl=settings.lease_ttl,
+            interval=settings.recovery_interval,
+            max_attempts=settings.job_max_attempts,
+        )
+        await recovery.start()
         ctx["formy"] = WorkerContext(
             settings=settings,
-            store=JobStore(ctx["redis"], ttl=settings.job_ttl),
+            store=store,
             comfy=ComfyClient(settings.comfyui_base, session),
             catalogue=catalogue,
             storage=storage_from_settings(settings),
             cancels=cancels,
+            recovery=recovery,
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "formy" in ctx:
+            await ctx["formy"].recovery.aclose()
             await ctx["formy"].cancels.aclose()
             await ctx["formy"].storage.aclose()
         if "http" in ctx:
@@ -64,5 +85,37 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         "keep_result": 3600,
         "health_check_interval": 30,
         "allow_abort_jobs": True,
-        "job_completion_wait": 20,
+        "job_completion_wait": settings.shutdown_grace,
     }
+
+
+async def supervise(worker: Worker) -> None:
+    """Run arq's loop, and run it again when Redis goes away instead of exiting.
+
+    arq's poll loop lets connection errors escape (a WATCH or a pipeline is not retried by
+    redis-py), which would end the process; running jobs keep going meanwhile, and their own
+    Redis calls retry. Returns when the loop ends by itself (burst mode).
+    """
+    delay = 0.5
+    while True:
+        try:
+            await worker.main()
+            return
+        except (RedisError, OSError) as exc:
+            log.warning("worker_redis_lost", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+
+def run_worker_process(settings: Settings) -> None:
+    """`formy-async worker`: an arq worker that rides out Redis restarts; stops on SIGTERM/SIGINT
+    (letting running jobs finish within FORMY_SHUTDOWN_GRACE, then handing the rest back)."""
+    setup_logging(settings.log_format, settings.log_level)
+    worker = Worker(**worker_options(settings, configure_logging=False))
+    worker.main_task = worker.loop.create_task(supervise(worker))  # what arq's signals cancel
+    try:
+        worker.loop.run_until_complete(worker.main_task)
+    except asyncio.CancelledError:
+        pass
+    finally:
+        worker.loop.run_until_complete(worker.close())

@@ -144,7 +144,8 @@ def make_stack(redis_url: str, simulator_url: str, tmp_path: Path) -> StackFacto
     """Build a stack with settings overridden, e.g. `make_stack(max_jobs=1)`."""
 
     def build(**extra: Any) -> contextlib.AbstractAsyncContextManager[Stack]:
-        return running_stack(stack_settings(redis_url, simulator_url, tmp_path, **extra))
+        comfyui_url = extra.pop("comfyui_url", simulator_url)
+        return running_stack(stack_settings(redis_url, comfyui_url, tmp_path, **extra))
 
     return build
 

@@ -1,0 +1,52 @@
+"""A TCP proxy for fault injection: forwards to a server and can cut every connection at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class TcpProxy:
+    """Listens on a free port of 127.0.0.1 and forwards each connection to `target_port`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.drops = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+        self.writers.discard(writer)
+
+    def drop(self) -> None:
+        """Cut every open connection, as a network fault or a restarting server would."""
+        self.drops += 1
+        for writer in list(self.writers):
+            if (transport := writer.transport) is not None:
+                transport.abort()
+        self.writers.clear()
+
+    async def aclose(self) -> None:
+        self.drop()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
