@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .client import FormyClient, WorkflowInfo
 from .errors import (
     BadRequest,
     ComfyError,
@@ -10,6 +11,8 @@ from .errors import (
     ComfyRejected,
     ComfyUnavailable,
     Conflict,
+    FormyAPIError,
+    FormyConnectionError,
     FormyError,
     InvalidParams,
     NotFound,
@@ -45,6 +48,9 @@ __all__ = [
     "Done",
     "Event",
     "Failed",
+    "FormyAPIError",
+    "FormyClient",
+    "FormyConnectionError",
     "FormyError",
     "InvalidParams",
     "Job",
@@ -58,4 +64,5 @@ __all__ = [
     "Started",
     "SubmitJob",
     "Submitted",
+    "WorkflowInfo",
 ]
