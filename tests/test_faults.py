@@ -35,8 +35,9 @@ def assert_sound_log(events: list[dict[str, Any]]) -> None:
     assert events[-1]["type"] in FINAL
 
 
-async def wait_for(session: aiohttp.ClientSession, base: str, job_id: str, type_: str,
-                   count: int = 1) -> None:
+async def wait_for(
+    session: aiohttp.ClientSession, base: str, job_id: str, type_: str, count: int = 1
+) -> None:
     for _ in range(500):
         _, events = await get_json(session, f"{base}/api/jobs/{job_id}/events")
         if len([e for e in events if e["type"] == type_]) >= count:
@@ -74,8 +75,12 @@ def worker_env(redis_url: str, comfyui_url: str, storage: Path, **extra: str) ->
 @contextlib.asynccontextmanager
 async def worker_process(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "arq"), "worker_settings.WorkerSettings", cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        str(BIN / "arq"),
+        "worker_settings.WorkerSettings",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         yield proc
@@ -89,8 +94,10 @@ async def test_job_of_a_killed_worker_runs_again_and_ends_once(
     redis_url: str, simulator_url: str, tmp_path: Path
 ) -> None:
     env = worker_env(redis_url, simulator_url, tmp_path)
-    async with web_only(redis_url, simulator_url, tmp_path) as base, \
-            aiohttp.ClientSession() as session:
+    async with (
+        web_only(redis_url, simulator_url, tmp_path) as base,
+        aiohttp.ClientSession() as session,
+    ):
         async with worker_process(env) as first:
             job = await submit(session, base, "slow", steps=40, delay=0.05)
             await wait_for(session, base, job["id"], "progress", 5)
@@ -109,8 +116,10 @@ async def test_stopped_worker_hands_its_job_back_to_another(
     redis_url: str, simulator_url: str, tmp_path: Path
 ) -> None:
     env = worker_env(redis_url, simulator_url, tmp_path, FORMY_SHUTDOWN_GRACE="1")
-    async with web_only(redis_url, simulator_url, tmp_path) as base, \
-            aiohttp.ClientSession() as session:
+    async with (
+        web_only(redis_url, simulator_url, tmp_path) as base,
+        aiohttp.ClientSession() as session,
+    ):
         async with worker_process(env) as first:
             job = await submit(session, base, "slow", steps=100, delay=0.05)
             await wait_for(session, base, job["id"], "progress", 3)
@@ -127,8 +136,11 @@ async def test_stopped_worker_lets_a_short_job_finish(
     redis_url: str, simulator_url: str, tmp_path: Path
 ) -> None:
     env = worker_env(redis_url, simulator_url, tmp_path, FORMY_SHUTDOWN_GRACE="10")
-    async with web_only(redis_url, simulator_url, tmp_path) as base, \
-            aiohttp.ClientSession() as session, worker_process(env) as worker:
+    async with (
+        web_only(redis_url, simulator_url, tmp_path) as base,
+        aiohttp.ClientSession() as session,
+        worker_process(env) as worker,
+    ):
         job = await submit(session, base, "slow", steps=20, delay=0.05)
         await wait_for(session, base, job["id"], "progress", 3)
         worker.send_signal(signal.SIGTERM)
@@ -145,9 +157,12 @@ async def test_comfyui_socket_cut_mid_run_is_reconciled(
     proxy = TcpProxy(int(simulator_url.rsplit(":", 1)[1]))
     port = await proxy.start()
     try:
-        async with make_stack(
-            workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"http://127.0.0.1:{port}"
-        ) as stack, aiohttp.ClientSession() as session:
+        async with (
+            make_stack(
+                workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"http://127.0.0.1:{port}"
+            ) as stack,
+            aiohttp.ClientSession() as session,
+        ):
             job = await submit(session, stack.url, "slow", steps=60, delay=0.05)
             await wait_for(session, stack.url, job["id"], "progress", 5)
             proxy.drop()
@@ -166,10 +181,14 @@ async def test_comfyui_gone_for_good_is_retried_then_fails(
 ) -> None:
     proxy = TcpProxy(int(simulator_url.rsplit(":", 1)[1]))
     port = await proxy.start()
-    async with make_stack(
-        workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"http://127.0.0.1:{port}",
-        job_max_attempts=2,
-    ) as stack, aiohttp.ClientSession() as session:
+    async with (
+        make_stack(
+            workflows_dir=FIXTURE_WORKFLOWS,
+            comfyui_url=f"http://127.0.0.1:{port}",
+            job_max_attempts=2,
+        ) as stack,
+        aiohttp.ClientSession() as session,
+    ):
         job = await submit(session, stack.url, "slow", steps=100, delay=0.05)
         await wait_for(session, stack.url, job["id"], "progress", 3)
         await proxy.aclose()
@@ -189,13 +208,25 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
     port = free_port()
     data = tmp_path / "redis"
     data.mkdir()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]
     procs: list[asyncio.subprocess.Process] = []
 
     async def start() -> None:
-        procs.append(await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL))
+        procs.append(await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL))
         for _ in range(100):
             with contextlib.suppress(OSError):
                 _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -219,12 +250,11 @@ async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
                 await proc.wait()
 
 
-async def test_redis_restart_loses_no_job_and_no_event(
-    simulator_url: str, tmp_path: Path
-) -> None:
+async def test_redis_restart_loses_no_job_and_no_event(simulator_url: str, tmp_path: Path) -> None:
     async with own_redis(tmp_path) as (url, restart):
-        settings = stack_settings(url, simulator_url, tmp_path / "s",
-                                  workflows_dir=FIXTURE_WORKFLOWS)
+        settings = stack_settings(
+            url, simulator_url, tmp_path / "s", workflows_dir=FIXTURE_WORKFLOWS
+        )
         async with running_stack(settings) as stack, aiohttp.ClientSession() as session:
             running = await submit(session, stack.url, "slow", steps=80, delay=0.05)
             queued = await submit(session, stack.url, "slow", steps=5, delay=0.05)
@@ -253,8 +283,10 @@ async def test_redis_restart_loses_no_job_and_no_event(
 async def test_subscriber_that_reconnects_mid_run_gets_each_event_once(
     make_stack: StackFactory,
 ) -> None:
-    async with make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack, \
-            aiohttp.ClientSession() as session:
+    async with (
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
+        aiohttp.ClientSession() as session,
+    ):
         job = await submit(session, stack.url, "slow", steps=30, delay=0.03)
         first: list[dict[str, Any]] = []
         async with session.ws_connect(f"{stack.url}/ws") as ws:

@@ -19,6 +19,7 @@ from .engine import Engine
 from .files import Dirs
 from .hub import Hub
 from .nodes import Env, NodeDef
+from .nodes_control import CONTROL_NODES
 from .nodes_core import CORE_NODES
 from .nodes_image import IMAGE_NODES
 from .prompt_queue import PromptQueue
@@ -77,7 +78,7 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 def _registry() -> dict[str, NodeDef]:
-    return {node.name: node for node in (*CORE_NODES, *IMAGE_NODES)}
+    return {node.name: node for node in (*CORE_NODES, *IMAGE_NODES, *CONTROL_NODES)}
 
 
 def _build(config: SimulatorConfig) -> Simulator:

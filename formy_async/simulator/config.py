@@ -34,6 +34,14 @@ class SimulatorConfig(BaseModel):
     diffusion_models: list[str] = Field(
         default_factory=lambda: ["flux1-dev.safetensors", "flux1-schnell.safetensors"]
     )
+    controlnet: list[str] = Field(
+        default_factory=lambda: [
+            "control_v11f1p_sd15_depth.pth",
+            "control_v11p_sd15_canny.pth",
+            "control_v11p_sd15_openpose.pth",
+            "controlnet-openpose-sdxl-1.0.safetensors",
+        ]
+    )
     previews: bool = True
     cache: bool = True
     max_upload_size: int = Field(DEFAULT_MAX_UPLOAD_SIZE, gt=0)

@@ -53,12 +53,33 @@ class Vae:
 
 
 @dataclass(frozen=True, eq=False)
+class ControlNet:
+    name: str
+
+    def __str__(self) -> str:
+        return f"<comfy.controlnet.ControlNet {self.name}>"
+
+
+@dataclass(frozen=True, eq=False)
+class ControlHint:
+    """A ControlNet applied to a conditioning: its hint images, strength and step range."""
+
+    control_net: str
+    images: tuple[Image.Image, ...]
+    strength: float
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
 class Conditioning:
     text: str
     clip: str
+    controls: tuple[ControlHint, ...] = ()
 
     def __str__(self) -> str:
-        return f"[[tensor(<conditioning {self.text[:40]!r}>), {{}}]]"
+        control = f"'control': <{len(self.controls)} controlnet(s)>" if self.controls else ""
+        return f"[[tensor(<conditioning {self.text[:40]!r}>), {{{control}}}]]"
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +95,7 @@ class Latent:
     model: str = ""
     denoise: float = 1.0
     source: tuple[Image.Image, ...] = ()
+    controls: tuple[ControlHint, ...] = ()
 
     def __str__(self) -> str:
         shape = f"[{self.batch_size}, 4, {self.height // 8}, {self.width // 8}]"

@@ -84,6 +84,7 @@ async def _sample(ctx: NodeContext, a: JsonDict) -> NodeResult:
         negative=a["negative"].text,
         model=f"{model.name}{model.loras}|{a['sampler_name']}|{a['scheduler']}|{a['cfg']}",
         denoise=float(a["denoise"]),
+        controls=a["positive"].controls,
     )
     steps = int(a["steps"])
     config = ctx.env.config
@@ -105,7 +106,10 @@ async def _decode(ctx: NodeContext, a: JsonDict) -> NodeResult:
 async def _encode_pixels(ctx: NodeContext, a: JsonDict) -> NodeResult:
     images = a["pixels"]
     width, height = images[0].width // 8 * 8, images[0].height // 8 * 8
-    cropped = tuple(image.crop((0, 0, width, height)) for image in images)
+    # as ComfyUI does: the multiple-of-8 window, centred (the odd pixel goes to the far edge)
+    left, top = images[0].width % 8 // 2, images[0].height % 8 // 2
+    box = (left, top, left + width, top + height)
+    cropped = tuple(image.convert("RGB").crop(box) for image in images)
     return NodeResult((Latent(width, height, len(images), source=cropped),))
 
 

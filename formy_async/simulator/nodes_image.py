@@ -125,6 +125,10 @@ async def _composite(ctx: NodeContext, a: JsonDict) -> NodeResult:
     return NodeResult((images,))
 
 
+async def _invert_mask(ctx: NodeContext, a: JsonDict) -> NodeResult:
+    return NodeResult((await asyncio.to_thread(pictures.invert_mask, a["mask"]),))
+
+
 async def _size(ctx: NodeContext, a: JsonDict) -> NodeResult:
     images: Images = a["image"]
     width, height = images[0].size
@@ -289,6 +293,10 @@ IMAGE_NODES: tuple[NodeDef, ...] = (
     NodeDef(
         "ImageCompositeMasked", "ImageCompositeMasked", "image", _composite_inputs, ("IMAGE",),
         _composite, python_module="comfy_extras.nodes_mask",
+    ),
+    NodeDef(
+        "InvertMask", "InvertMask", "mask", lambda env: {"required": {"mask": ["MASK"]}},
+        ("MASK",), _invert_mask, python_module="comfy_extras.nodes_mask",
     ),
     NodeDef(
         "GetImageSize", "Get Image Size", "image", _image_only, ("INT", "INT", "INT"), _size,

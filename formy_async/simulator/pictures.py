@@ -6,9 +6,9 @@ import hashlib
 import io
 import textwrap
 
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
 
-from .nodes import Images, Latent
+from .nodes import ControlHint, Images, Latent
 
 RESAMPLE = {
     "nearest-exact": Image.Resampling.NEAREST,
@@ -77,8 +77,27 @@ def decode_latent(latent: Latent) -> Images:
         _caption(picture, latent.positive or "(empty prompt)")
         if source is not None and latent.denoise < 1.0:
             picture = Image.blend(source.resize(size), picture, latent.denoise)
+        for control in latent.controls:
+            picture = _follow_hint(picture, control, index, latent.denoise)
         images.append(picture)
     return images
+
+
+def _follow_hint(
+    picture: Image.Image, control: ControlHint, index: int, denoise: float
+) -> Image.Image:
+    """Draw the hint's lit pixels (a pose skeleton's lines, a canny map's edges) into the
+    picture, as strongly as the ControlNet steers: its strength over its share of the steps,
+    and only as much as the sampler was allowed to change (denoise)."""
+    span = max(0.0, control.end_percent - control.start_percent)
+    weight = min(1.0, control.strength) * span * denoise
+    if weight <= 0 or not control.images:
+        return picture
+    hint = control.images[index % len(control.images)].convert("RGB").resize(picture.size)
+    red, green, blue = hint.split()
+    lit = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+    mask = lit.point(lambda value: round(value * weight))
+    return Image.composite(hint, picture, mask)
 
 
 def sampler_preview(latent: Latent, step: int, steps: int) -> Image.Image:
@@ -87,6 +106,8 @@ def sampler_preview(latent: Latent, step: int, steps: int) -> Image.Image:
     digest = _digest(latent, 0)
     picture = _gradient(digest, size)
     _shapes(picture, digest)
+    if latent.source and latent.denoise < 1.0:
+        picture = Image.blend(latent.source[0].resize(size), picture, latent.denoise)
     noise = Image.effect_noise(size, 64).convert("RGB")
     return Image.blend(noise, picture, min(1.0, step / max(1, steps)))
 
@@ -165,10 +186,16 @@ def load_image(path: str) -> tuple[Images, Image.Image]:
             frame = ImageOps.exif_transpose(opened) or opened
             if images and frame.size != images[0].size:
                 continue
+            if frame.mode == "P" and "transparency" in frame.info:
+                frame = frame.convert("RGBA")
             if mask is None and "A" in frame.getbands():
                 mask = ImageOps.invert(frame.getchannel("A"))
             images.append(frame.convert("RGB"))
     return images, mask if mask is not None else Image.new("L", (64, 64), 0)
+
+
+def invert_mask(mask: Image.Image) -> Image.Image:
+    return ImageOps.invert(mask.convert("L"))
 
 
 def mask_from_channel(path: str, channel: str) -> Image.Image:

@@ -37,7 +37,7 @@ MODEL_FOLDERS = {
     "embeddings": None,
     "diffusers": None,
     "vae_approx": None,
-    "controlnet": None,
+    "controlnet": "controlnet",
     "gligen": None,
     "upscale_models": None,
     "custom_nodes": None,

@@ -16,7 +16,7 @@ from .context import CATALOGUE
 
 routes = web.RouteTableDef()
 
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "loras", "vae")
+MODEL_FOLDERS = ("checkpoints", "controlnet", "diffusion_models", "loras", "vae")
 
 
 class ModelsCache:
