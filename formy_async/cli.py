@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", help="default: 127.0.0.1 (HOST)")
     run.add_argument("--port", type=int, help="default: 8080 (PORT)")
+    commands.add_parser(
+        "worker",
+        help="an arq worker (REDIS_URL, COMFYUI_URL) that rides out Redis restarts",
+    )
+    doctor = commands.add_parser(
+        "doctor", help="check a ComfyUI backend step by step with the upscale workflow"
+    )
+    doctor.add_argument("--comfyui", help="the ComfyUI URL (default: COMFYUI_URL)")
     sim = commands.add_parser("simulator", help="a fake ComfyUI server (no GPU)")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8188)
@@ -118,6 +126,13 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run":
         _run_stack(args)
+    elif args.command == "worker":
+        from .settings import Settings
+        from .worker import run_worker_process
+
+        run_worker_process(Settings())
+    elif args.command == "doctor":
+        return _run_doctor(args)
     elif args.command == "simulator":
         _run_simulator(args)
     else:
@@ -297,3 +312,21 @@ def _run_simulator(args: argparse.Namespace) -> None:
     print(f"ComfyUI simulator on http://{args.host}:{args.port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_simulator(config, args.host, args.port))
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from .doctor import Step, run_doctor
+    from .settings import Settings
+    from .workflows import Catalogue
+
+    settings = Settings()
+    url = (args.comfyui or settings.comfyui_base).rstrip("/")
+    print(f"Checking the ComfyUI backend at {url}")
+
+    def report(step: Step) -> None:
+        mark = "ok " if step.ok else "FAIL"
+        print(f"  [{mark}] {step.name} ({step.seconds * 1000:.0f} ms): {step.detail}", flush=True)
+
+    ok = asyncio.run(run_doctor(url, Catalogue.load(settings.workflows_dir), report))
+    print("All checks passed." if ok else "A check failed: see above.")
+    return EXIT_DONE if ok else 1
