@@ -35,6 +35,7 @@ class Stack:
     url: str
     settings: Settings
     redis: Redis
+    worker: arq.worker.Worker
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +73,9 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         worker_task = asyncio.create_task(supervise(worker), name="arq-worker")
         stack.push_async_callback(_stop_worker, worker, worker_task)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-        yield Stack(url=f"http://{host}:{settings.port}", settings=settings, redis=redis)
+        yield Stack(
+            url=f"http://{host}:{settings.port}", settings=settings, redis=redis, worker=worker
+        )
 
 
 async def _stop_worker(worker: arq.worker.Worker, task: asyncio.Task[None]) -> None:

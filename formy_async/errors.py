@@ -3,8 +3,12 @@
 FormyError(code, message, http_status)
 ├── BadRequest (400)            malformed JSON, wrong body shape
 │   └── InvalidParams (422)     params that fail the workflow's schema
-├── NotFound (404)              unknown job, workflow or output
+├── NotFound (404)              unknown job, workflow, upload or output
 ├── Conflict (409)              an action the job's state does not allow
+├── Gone (410)                  a file past its retention time
+├── StorageUnavailable (503)    object storage cannot be reached
+├── FormyAPIError               (client) the service answered with an error
+├── FormyConnectionError        (client) the service cannot be reached
 └── ComfyError                  anything ComfyUI made go wrong (used on the worker side)
     ├── ComfyUnavailable        unreachable, reset, 5xx, socket gone: transient
     ├── ComfyRejected           400 on POST /prompt: the graph is invalid
@@ -55,6 +59,11 @@ class NotFound(FormyError):
 class Conflict(FormyError):
     code = "conflict"
     http_status = 409
+
+
+class Gone(FormyError):
+    code = "gone"
+    http_status = 410
 
 
 class ComfyError(FormyError):

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from arq.cron import cron
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -18,6 +19,7 @@ from .jobs import WorkerContext, run_job
 from .jobstore import JobStore
 from .logs import setup_logging
 from .recovery import Recovery
+from .retention import clean_up
 from .settings import Settings
 from .signals import CancelWatcher
 from .storage import storage_from_settings
@@ -74,6 +76,16 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         # on a job silently; its own timeout is a backstop above every job's time limit
         "functions": [
             func(run_job, name=keys.RUN_JOB, timeout=settings.job_timeout + 60, max_tries=1000)
+        ],
+        # every 10 minutes on one worker (a cron job's id is unique per run time)
+        "cron_jobs": [
+            cron(
+                clean_up,
+                name="clean_up",
+                minute=set(range(0, 60, 10)),
+                run_at_startup=True,
+                timeout=600,
+            )
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 from PIL import Image
 
 from formy_async.embedded import Stack
+from formy_async.retention import clean_up
 
+from .conftest import StackFactory
 from .helpers import follow, submit
 
 
@@ -158,3 +161,18 @@ async def test_unknown_upload_id_is_refused_at_submission(fake_stack: Stack) -> 
     ):
         assert r.status == 422
         assert (await r.json())["error"]["code"] == "upload_not_found"
+
+
+async def test_retention_removes_old_files_and_their_links_answer_410(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack(inputs_ttl=1, outputs_ttl=1) as stack, aiohttp.ClientSession() as session:
+        _, uploaded = await upload(stack, png(8, 8))
+        job = await submit(session, stack.url, "upscale", image=uploaded["id"], scale=1)
+        (output,) = (await follow(session, stack.url, job["id"]))[-1]["outputs"]
+        await asyncio.sleep(1.1)
+        removed = await clean_up(stack.worker.ctx)
+        async with session.get(stack.url + output["url"]) as r:
+            status, body = r.status, await r.json()
+    assert removed["inputs"] == 1 and removed["outputs"] == 1
+    assert (status, body["error"]["code"]) == (410, "output_expired")

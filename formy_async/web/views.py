@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from .. import keys
-from ..errors import BadRequest, Conflict, InvalidParams, NotFound
+from ..errors import BadRequest, Conflict, Gone, InvalidParams, NotFound
 from ..models import Cancelled, Job, JobStatus, JobView, SubmitJob, Submitted, now
 from ..signals import request_cancel
 from ..storage import content_type_of, output_key
@@ -183,14 +183,18 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     storage = request.app[STORAGE]
     key = output_key(job.id, filename)
     headers = {"Cache-Control": "private, max-age=86400"}
+    gone = Gone(f"output {filename!r} has passed its retention time", code="output_expired")
     path = storage.local_path(key)
     if path is not None:
         if not path.exists():
-            raise NotFound(f"output {filename!r} is no longer stored", code="output_not_found")
+            raise gone
         return web.FileResponse(
             path, headers={**headers, "Content-Type": content_type_of(filename)}
         )
-    data = await storage.read(key)
+    try:
+        data = await storage.read(key)
+    except NotFound:
+        raise gone from None
     return web.Response(body=data, content_type=content_type_of(filename), headers=headers)
 
 
