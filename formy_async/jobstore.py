@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -17,9 +18,10 @@ from .models import EVENT_ADAPTER, Event, Job
 # can never add events after the final one.
 # A retried call (the reply was lost, the script had run) finds its own event id in KEYS[6] and
 # answers the seq it got the first time instead of appending the event twice.
-#   KEYS: job record, event log, final marker, jobs index, active jobs, last append
+#   KEYS: job record, event log, final marker, jobs index, active jobs, last append,
+#         finished jobs of the final status (for stats)
 #   ARGV: head, tail, job JSON, is_final ("1"/"0"), ttl, channel, index score ("" = no index),
-#         job id, event id (32 hex chars)
+#         job id, event id (32 hex chars), now
 _APPEND = """
 local last = redis.call('GET', KEYS[6])
 if last and string.sub(last, 1, 32) == ARGV[9] then return tonumber(string.sub(last, 34)) end
@@ -34,6 +36,7 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], '1', 'EX', ttl)
   redis.call('ZREM', KEYS[5], ARGV[8])
+  redis.call('ZADD', KEYS[7], ARGV[10], ARGV[8])
 end
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
@@ -88,9 +91,15 @@ class JobStore:
             repr(job.created_at) if create else "",
             job.id,
             uuid.uuid4().hex,
+            repr(time.time()),
         ]
         job_keys = [keys.job(job.id), keys.job_events(job.id), keys.job_final(job.id)]
-        index_keys = [keys.jobs_index(), keys.active_jobs(), keys.job_last_append(job.id)]
+        index_keys = [
+            keys.jobs_index(),
+            keys.active_jobs(),
+            keys.job_last_append(job.id),
+            keys.finished(job.status if job.is_final else "done"),
+        ]
         seq = int(await self._append(keys=[*job_keys, *index_keys], args=args))
         event.seq = seq
         return seq

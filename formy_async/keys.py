@@ -82,3 +82,16 @@ ARQ_RETRY_PREFIX = "arq:retry:"
 def job_last_append(job_id: str) -> str:
     """`<event id> <seq>` of the job's last appended event: makes a retried append idempotent."""
     return f"{PREFIX}:job:{job_id}:last"
+
+
+def finished(status: str) -> str:
+    """Sorted set of the jobs that ended with `status`, scored by when (for stats)."""
+    return f"{PREFIX}:finished:{status}"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """A worker's heartbeat (JSON, short TTL): what it runs and on which backend."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*"

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
@@ -36,6 +40,7 @@ class Recovery:
         lease_ttl: float,
         interval: float,
         max_attempts: int,
+        describe: dict[str, Any] | None = None,
     ) -> None:
         self.arq = arq
         self.store = store
@@ -43,10 +48,18 @@ class Recovery:
         self.lease_ttl = lease_ttl
         self.interval = interval
         self.max_attempts = max_attempts
+        self.describe = {
+            "worker_id": worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": time.time(),
+            **(describe or {}),
+        }
         self.running: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="recovery")
 
     async def aclose(self) -> None:
@@ -54,18 +67,21 @@ class Recovery:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        with contextlib.suppress(RedisError):
+            await self.arq.delete(keys.worker_heartbeat(self.worker_id))
 
     @contextlib.asynccontextmanager
     async def lease(self, job_id: str) -> AsyncIterator[None]:
         """Hold the job's lease while it runs here."""
         self.running.add(job_id)
-        await self.arq.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
+        await self.refresh()  # the lease, and a heartbeat that lists the job at once
         try:
             yield
         finally:
             self.running.discard(job_id)
             with contextlib.suppress(RedisError):
                 await self.arq.delete(keys.job_lease(job_id))
+                await self.refresh()
 
     async def _loop(self) -> None:
         while True:
@@ -79,9 +95,14 @@ class Recovery:
                 log.warning("recovery_skipped", error=str(exc))
 
     async def refresh(self) -> None:
-        if not self.running:
-            return
+        """Renew this worker's leases, and its heartbeat (what `/api/stats` lists)."""
+        beat = {**self.describe, "running": sorted(self.running), "seen_at": time.time()}
         async with self.arq.pipeline(transaction=False) as pipe:
+            pipe.set(
+                keys.worker_heartbeat(self.worker_id),
+                json.dumps(beat),
+                px=int(self.lease_ttl * 3000),
+            )
             for job_id in self.running:
                 pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
             await pipe.execute()

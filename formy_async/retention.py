@@ -9,6 +9,7 @@ import structlog
 
 from . import keys
 from .jobs import WorkerContext
+from .models import FINAL_STATUSES
 from .storage import INPUTS, OUTPUTS
 
 log = structlog.get_logger()
@@ -27,5 +28,7 @@ async def clean_up(ctx: dict[str, Any]) -> dict[str, int]:
             keys.jobs_index(), "-inf", now - settings.job_ttl
         ),
     }
+    for status in FINAL_STATUSES:  # stats look back one day at most
+        await wc.store.redis.zremrangebyscore(keys.finished(status), "-inf", now - 86400)
     log.info("retention_done", **removed)
     return removed

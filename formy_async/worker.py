@@ -51,6 +51,7 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             lease_ttl=settings.lease_ttl,
             interval=settings.recovery_interval,
             max_attempts=settings.job_max_attempts,
+            describe={"max_jobs": settings.max_jobs, "comfyui": settings.comfyui_base},
         )
         await recovery.start()
         ctx["formy"] = WorkerContext(

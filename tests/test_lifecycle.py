@@ -194,3 +194,27 @@ async def test_missing_model_is_refused_before_anything_is_queued(fake_stack: St
         body = await r.json()
     assert (r.status, body["error"]["code"]) == (422, "model_not_found")
     assert "sd_xl_base_1.0.safetensors" in body["error"]["details"][0]["available"]
+
+
+async def test_stats_count_jobs_and_show_workers_and_backends(
+    make_stack: StackFactory, simulator_url: str
+) -> None:
+    async with (
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
+        aiohttp.ClientSession() as session,
+    ):
+        await follow(session, stack.url, (await submit(session, stack.url, "slow", steps=1))["id"])
+        await follow(session, stack.url, (await submit(session, stack.url, "failing"))["id"])
+        running = await submit(session, stack.url, "slow", steps=200)
+        await wait_for_event(session, stack.url, running["id"], "progress")
+        _, stats = await get_json(session, f"{stack.url}/api/stats")
+        await post(session, f"{stack.url}/api/jobs/{running['id']}/cancel")
+        await follow(session, stack.url, running["id"])
+        _, after = await get_json(session, f"{stack.url}/api/stats")
+    assert stats["jobs"]["processing"] == 1
+    assert stats["jobs"]["finished"]["last_hour"] == {"cancelled": 0, "done": 1, "failed": 1}
+    (worker,) = stats["workers"]
+    assert worker["running"] == [running["id"]]
+    assert stats["backends"][simulator_url]["running"] == [running["id"]]
+    assert after["jobs"]["processing"] == 0
+    assert after["jobs"]["finished"]["last_day"]["cancelled"] == 1

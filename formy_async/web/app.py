@@ -20,6 +20,7 @@ from .catalog import MODELS, ModelsCache
 from .catalog import routes as catalog_routes
 from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
 from .errors import error_middleware
+from .stats import routes as stats_routes
 from .uploads import routes as upload_routes
 from .views import routes
 from .ws import websocket
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.add_routes(routes)
     app.add_routes(catalog_routes)
     app.add_routes(upload_routes)
+    app.add_routes(stats_routes)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/static", STATIC_DIR)
     return app

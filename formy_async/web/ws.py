@@ -117,7 +117,8 @@ class Connection:
             if job_id not in self.last_seq:
                 return
             await self.ws.send_str(raw)
-            self.last_seq[job_id] += 1
+            if job_id in self.last_seq:  # it may have been dropped while we sent
+                self.last_seq[job_id] += 1
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
