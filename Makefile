@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/formy-async run
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
