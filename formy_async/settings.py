@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="FORMY_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="FORMY_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,  # a variable left blank in a dashboard means "the default"
     )
 
     redis_url: RedisDsn = Field(
@@ -85,6 +89,9 @@ class Settings(BaseSettings):
     worker_poll_delay: float = Field(0.05, gt=0, description="Seconds between queue polls.")
     job_timeout: float = Field(600, gt=0, description="Longest a job may run, in seconds.")
     job_max_attempts: int = Field(3, ge=1, description="Tries for transient ComfyUI faults.")
+    job_max_losses: int = Field(
+        5, ge=0, description="Times a job may lose its worker (killed mid-job) and run again."
+    )
     lease_ttl: float = Field(
         10, gt=0, description="Seconds a running job's lease lasts without its worker renewing it."
     )
