@@ -282,6 +282,11 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
     job.attempt += 1
     run = JobRun(wc, job, wc.catalogue.get_or_raise(job.workflow))
     try:
+        if job.losses > wc.settings.job_max_losses:
+            # the job keeps taking its worker down with it (out of memory, a crash): stop
+            lost = f"the job's worker was lost {job.losses} times"
+            await run.fail(ComfyUnavailable(lost, code="worker_lost"))
+            return job.status
         if job.attempt > max_attempts:
             await run.fail(
                 ComfyUnavailable(f"gave up after {max_attempts} attempts", code="too_many_attempts")

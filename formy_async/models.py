@@ -50,6 +50,7 @@ class Job(BaseModel):
     prompt_id: str | None = None
     time_limit: float | None = None
     attempt: int = 0
+    losses: int = 0
     outputs: list[OutputFile] = []
     error: JobError | None = None
 

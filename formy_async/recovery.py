@@ -144,7 +144,8 @@ class Recovery:
             )
             await self.arq.enqueue_job(keys.RUN_JOB, job.id, _job_id=job.id)
         if job.status == "processing":
-            job.status = "pending"
+            # a lost worker is not the job's fault, unless it keeps happening (see losses)
+            job.status, job.attempt, job.losses = "pending", job.attempt - 1, job.losses + 1
             await self.store.append(
                 job,
                 Retrying(
