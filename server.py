@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from aiohttp import web
 
 from formy_async.logs import setup_logging
@@ -12,9 +14,11 @@ from formy_async.web.app import create_app
 def main() -> None:
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
-    web.run_app(
-        create_app(settings), host=settings.host, port=settings.port, shutdown_timeout=8, print=None
-    )
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # no real SECRET_KEY, a broken workflow file
+        sys.exit(f"formy-async: {exc}")
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=8, print=None)
 
 
 if __name__ == "__main__":

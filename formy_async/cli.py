@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", help="default: 127.0.0.1 (HOST)")
     run.add_argument("--port", type=int, help="default: 8080 (PORT)")
+    token = commands.add_parser(
+        "token", help="mint an API token signed with SECRET_KEY (as a web app's login would)"
+    )
+    token.add_argument("--user", required=True, help="the user id (the token's subject)")
+    token.add_argument("--admin", action="store_true", help="admin scope: raw graphs, stats")
+    token.add_argument("--ttl", default="1h", help="how long it works: 90s, 15m, 1h, 7d")
     commands.add_parser(
         "worker",
         help="an arq worker (REDIS_URL, COMFYUI_URL) that rides out Redis restarts",
@@ -133,6 +139,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         run_worker_process(Settings())
     elif args.command == "doctor":
         return _run_doctor(args)
+    elif args.command == "token":
+        return _mint(parser, args)
     elif args.command == "simulator":
         _run_simulator(args)
     else:
@@ -330,3 +338,19 @@ def _run_doctor(args: argparse.Namespace) -> int:
     ok = asyncio.run(run_doctor(url, Catalogue.load(settings.workflows_dir), report))
     print("All checks passed." if ok else "A check failed: see above.")
     return EXIT_DONE if ok else 1
+
+
+def _mint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .auth import mint_token, parse_ttl
+    from .settings import Settings
+
+    settings = Settings()
+    try:
+        settings.check_secret()
+        token = mint_token(
+            settings.secret_key, args.user, admin=args.admin, ttl=parse_ttl(args.ttl)
+        )
+    except ValueError as exc:
+        parser.exit(2, f"formy-async token: {exc}\n")
+    print(token)
+    return EXIT_DONE

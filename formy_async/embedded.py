@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -41,6 +42,15 @@ class Stack:
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """Start everything `settings` does not point elsewhere; stop it all on exit."""
+    if settings.page_user is None:  # zero set-up: the page gets a token of its own
+        settings = settings.model_copy(update={"page_user": "demo"})
+    if not settings.secret_key:  # and a secret for this run only
+        settings = settings.model_copy(update={"secret_key": secrets.token_urlsafe(48)})
+        log.info(
+            "development_secret_generated",
+            page_user="demo",
+            note="set SECRET_KEY to mint tokens for the API (formy-async token)",
+        )
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_redis():
             from fakeredis import FakeServer

@@ -3,6 +3,9 @@
 FormyError(code, message, http_status)
 ├── BadRequest (400)            malformed JSON, wrong body shape
 │   └── InvalidParams (422)     params that fail the workflow's schema
+├── Unauthorized (401)          no token, or a malformed, expired or forged one
+├── Forbidden (403)             an action the caller's scope does not allow
+├── TooManyRequests (429)       over a per-user limit (with Retry-After)
 ├── NotFound (404)              unknown job, workflow, upload or output
 ├── Conflict (409)              an action the job's state does not allow
 ├── Gone (410)                  a file past its retention time
@@ -49,6 +52,27 @@ class BadRequest(FormyError):
 class InvalidParams(BadRequest):
     code = "invalid_params"
     http_status = 422
+
+
+class Unauthorized(FormyError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(FormyError):
+    code = "forbidden"
+    http_status = 403
+
+
+class TooManyRequests(FormyError):
+    """Over a limit; `retry_after` (seconds) becomes the Retry-After header."""
+
+    code = "too_many_requests"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, details={"retry_after": retry_after})
+        self.retry_after = retry_after
 
 
 class NotFound(FormyError):

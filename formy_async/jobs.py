@@ -14,6 +14,7 @@ import structlog
 from arq import Retry
 
 from . import images, keys
+from .auth import sign_url
 from .comfy import ComfyClient
 from .comfy_messages import Executing, ExecutionCached, HistoryEntry, PreviewImage, ProgressStep
 from .errors import ComfyError, ComfyInterrupted, ComfyUnavailable, FormyError
@@ -38,7 +39,8 @@ from .recovery import Recovery
 from .settings import Settings
 from .signals import CancelWatcher
 from .storage import Storage, content_type_of, input_key, output_key
-from .workflows import Catalogue, Workflow
+from .webhooks import enqueue_webhook
+from .workflows import Catalogue, Workflow, raw_workflow
 
 log = structlog.get_logger()
 
@@ -130,7 +132,9 @@ class JobRun:
         entry = await self.wc.comfy.result(prompt_id)
         await self.collect_outputs(entry)
         self.job.status, self.job.progress, self.job.finished_at = "done", 100, now()
-        await self.record(Done(job_id=self.job.id, outputs=self.job.outputs))
+        await self.record(
+            Done(job_id=self.job.id, outputs=[self.signed(o) for o in self.job.outputs])
+        )
         self.log.info(
             "job_done",
             outputs=len(self.job.outputs),
@@ -184,7 +188,7 @@ class JobRun:
             key, mapping={"data": message.data, "type": message.content_type}
         )
         await redis.expire(key, 3600)
-        url = f"/api/jobs/{self.job.id}/preview?n={self._previews}"
+        url = self.sign(f"/api/jobs/{self.job.id}/preview") + f"&n={self._previews}"
         await self.record(
             Preview(
                 job_id=self.job.id, node=message.node, url=url, content_type=message.content_type
@@ -212,7 +216,15 @@ class JobRun:
                 node_id=node_id,
             )
             self.job.outputs.append(output)
-            await self.record(OutputEvent(job_id=self.job.id, output=output))
+            await self.record(OutputEvent(job_id=self.job.id, output=self.signed(output)))
+
+    def sign(self, path: str) -> str:
+        """A URL an `<img src>` can load: signed and expiring (the job record keeps paths)."""
+        settings = self.wc.settings
+        return sign_url(settings.secret_key, path, settings.signed_url_ttl)
+
+    def signed(self, output: OutputFile) -> OutputFile:
+        return output.model_copy(update={"url": self.sign(output.url)})
 
     # --- final states -------------------------------------------------------------------------
 
@@ -268,19 +280,27 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     """arq entry point: run the job with this id to its final state; returns that state."""
     wc: WorkerContext = ctx["formy"]
     job = await wc.store.get(job_id)
-    if job.is_final:
-        return job.status
-    structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow)
-    try:
-        return await _attempt(wc, job)
-    finally:
-        structlog.contextvars.unbind_contextvars("job_id", "workflow")
+    if not job.is_final:
+        structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow)
+        try:
+            await _attempt(wc, job)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "workflow")
+    final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
+    if final.webhook_url and final.is_final:
+        await enqueue_webhook(ctx["redis"], final)  # once per job: its arq id is fixed
+    return final.status
 
 
 async def _attempt(wc: WorkerContext, job: Job) -> str:
     max_attempts = wc.settings.job_max_attempts
     job.attempt += 1
-    run = JobRun(wc, job, wc.catalogue.get_or_raise(job.workflow))
+    workflow = (
+        raw_workflow(job.graph, wc.settings.job_timeout)
+        if job.graph is not None
+        else wc.catalogue.get_or_raise(job.workflow)
+    )
+    run = JobRun(wc, job, workflow)
     try:
         if job.losses > wc.settings.job_max_losses:
             # the job keeps taking its worker down with it (out of memory, a crash): stop

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from . import keys
 from .errors import NotFound
+from .metrics import record_job_finished, record_submitted
 from .models import EVENT_ADAPTER, Event, Job
 
 # Appends one event atomically: the next sequence number is the log's length + 1, spliced into
@@ -18,14 +19,16 @@ from .models import EVENT_ADAPTER, Event, Job
 # can never add events after the final one.
 # A retried call (the reply was lost, the script had run) finds its own event id in KEYS[6] and
 # answers the seq it got the first time instead of appending the event twice.
+# Creating a job fails (-1) when its user already has `limit` jobs not yet final.
 #   KEYS: job record, event log, final marker, jobs index, active jobs, last append,
-#         finished jobs of the final status (for stats)
+#         finished jobs of the final status (for stats), the user's jobs, the user's active jobs
 #   ARGV: head, tail, job JSON, is_final ("1"/"0"), ttl, channel, index score ("" = no index),
-#         job id, event id (32 hex chars), now
+#         job id, event id (32 hex chars), now, the user's limit ("" = none)
 _APPEND = """
 local last = redis.call('GET', KEYS[6])
 if last and string.sub(last, 1, 32) == ARGV[9] then return tonumber(string.sub(last, 34)) end
 if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[11] ~= '' and redis.call('ZCARD', KEYS[9]) >= tonumber(ARGV[11]) then return -1 end
 local seq = redis.call('LLEN', KEYS[2]) + 1
 redis.call('SET', KEYS[6], ARGV[9] .. ' ' .. seq, 'EX', tonumber(ARGV[5]))
 local event = ARGV[1] .. seq .. ARGV[2]
@@ -36,11 +39,15 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ttl)
 if ARGV[4] == '1' then
   redis.call('SET', KEYS[3], '1', 'EX', ttl)
   redis.call('ZREM', KEYS[5], ARGV[8])
+  redis.call('ZREM', KEYS[9], ARGV[8])
   redis.call('ZADD', KEYS[7], ARGV[10], ARGV[8])
 end
 if ARGV[7] ~= '' then
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
   redis.call('ZADD', KEYS[5], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[8], ARGV[7], ARGV[8])
+  redis.call('ZADD', KEYS[9], ARGV[7], ARGV[8])
+  redis.call('EXPIRE', KEYS[8], ttl)
 end
 redis.call('PUBLISH', ARGV[6], event)
 return seq
@@ -71,11 +78,13 @@ class JobStore:
             raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
         return Job.model_validate_json(raw)
 
-    async def append(self, job: Job, event: Event, *, create: bool = False) -> int:
+    async def append(
+        self, job: Job, event: Event, *, create: bool = False, limit: int | None = None
+    ) -> int:
         """Store `job` and append `event` (whose status and progress are taken from `job`).
 
-        Returns the event's sequence number, or 0 when the job was already final and nothing
-        was written.
+        Returns the event's sequence number; 0 when the job was already final, and -1 when
+        creating it would give its user more than `limit` unfinished jobs: nothing is written.
         """
         event.status = job.status
         event.progress = job.progress
@@ -92,6 +101,7 @@ class JobStore:
             job.id,
             uuid.uuid4().hex,
             repr(time.time()),
+            str(limit) if create and limit is not None else "",
         ]
         job_keys = [keys.job(job.id), keys.job_events(job.id), keys.job_final(job.id)]
         index_keys = [
@@ -99,9 +109,16 @@ class JobStore:
             keys.active_jobs(),
             keys.job_last_append(job.id),
             keys.finished(job.status if job.is_final else "done"),
+            keys.user_jobs(job.user),
+            keys.user_active(job.user),
         ]
         seq = int(await self._append(keys=[*job_keys, *index_keys], args=args))
         event.seq = seq
+        # counted here, once per job on every path, since nothing follows a final event
+        if seq > 0 and create:
+            await record_submitted(self.redis, job.workflow)
+        if seq > 0 and job.is_final:
+            await record_job_finished(self.redis, job)
         return seq
 
     async def events(self, job_id: str, after: int = 0, until: int = -1) -> list[str]:
@@ -116,9 +133,10 @@ class JobStore:
         return [EVENT_ADAPTER.validate_json(raw) for raw in await self.events(job_id, after)]
 
     async def page(
-        self, *, status: str | None, limit: int, cursor: float | None
+        self, *, user: str | None, status: str | None, limit: int, cursor: float | None
     ) -> tuple[list[Job], str | None]:
-        """Jobs newest first, created before `cursor`, optionally only those with `status`.
+        """`user`'s jobs (everyone's for None) newest first, created before `cursor`, optionally
+        only those with `status`.
 
         Returns the page and the cursor of the next one (None at the end).
         """
@@ -126,8 +144,9 @@ class JobStore:
         top: Any = f"({cursor!r}" if cursor is not None else "+inf"
         batch = max(limit, 50) if status else limit
         while len(found) < limit:
+            index = keys.jobs_index() if user is None else keys.user_jobs(user)
             entries = await self.redis.zrevrangebyscore(
-                keys.jobs_index(), top, "-inf", start=0, num=batch, withscores=True
+                index, top, "-inf", start=0, num=batch, withscores=True
             )
             for member, score in entries:
                 top = f"({score!r}"

@@ -95,3 +95,22 @@ def worker_heartbeat(worker_id: str) -> str:
 
 
 WORKER_HEARTBEAT_PATTERN = f"{PREFIX}:worker:*"
+
+
+def user_jobs(user: str) -> str:
+    """Sorted set of one user's jobs by creation time: their listing."""
+    return f"{PREFIX}:user:{user}:jobs"
+
+
+def user_active(user: str) -> str:
+    """Sorted set of one user's jobs not yet final: what their concurrency limit counts."""
+    return f"{PREFIX}:user:{user}:active"
+
+
+def submission_window(user: str, minute: int) -> str:
+    """Count of one user's submissions in one minute (the rate limit)."""
+    return f"{PREFIX}:rate:{user}:{minute}"
+
+
+#: the arq function that POSTs a finished job to its webhook
+DELIVER_WEBHOOK = "deliver_webhook"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 JobStatus = Literal["pending", "processing", "done", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
@@ -40,8 +41,11 @@ class Job(BaseModel):
     """A job as stored and as returned by `GET /api/jobs/{id}`."""
 
     id: str
+    user: str = ""
     workflow: str
     params: dict[str, Any]
+    graph: dict[str, Any] | None = Field(None, description="a raw graph (admins only)")
+    webhook_url: str | None = None
     status: JobStatus = "pending"
     progress: int = Field(0, ge=0, le=100)
     created_at: float = Field(default_factory=now)
@@ -65,27 +69,40 @@ class JobView(Job):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, job: Job) -> JobView:
+    def of(cls, job: Job, sign: Callable[[str], str] | None = None) -> JobView:
+        """The job as shown to its owner; `sign` turns output paths into signed URLs."""
         base = f"/api/jobs/{job.id}"
-        return cls(**job.model_dump(), links={"self": base, "websocket": "/ws"})
+        data = job.model_dump(exclude={"graph"})
+        if sign is not None:
+            data["outputs"] = [{**o, "url": sign(o["url"])} for o in data["outputs"]]
+        return cls(**data, links={"self": base, "websocket": "/ws"})
 
 
 class SubmitJob(BaseModel):
-    """Body of `POST /api/jobs`."""
+    """Body of `POST /api/jobs`: a workflow and its params, or (admins) a raw API-format graph."""
 
     model_config = ConfigDict(extra="forbid")
 
-    workflow: str = Field(min_length=1, max_length=100)
+    workflow: str | None = Field(None, min_length=1, max_length=100)
     params: dict[str, Any] = {}
+    graph: dict[str, dict[str, Any]] | None = Field(None, max_length=500)
+    webhook_url: str | None = Field(None, max_length=2000)
     time_limit: float | None = Field(
         None, gt=0, description="Seconds the job may run; defaults to the workflow's limit."
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SubmitJob:
+        if (self.workflow is None) == (self.graph is None):
+            raise ValueError("give either `workflow` (with `params`) or `graph`")
+        return self
 
 
 class Upload(BaseModel):
     """An input image stored by `POST /api/uploads`; job params refer to it by `id`."""
 
     id: str
+    user: str = ""
     format: Literal["png", "jpeg", "webp"]
     content_type: str
     width: int
@@ -97,8 +114,8 @@ class Upload(BaseModel):
     def url(self) -> str:
         return f"/api/uploads/{self.id}"
 
-    def view(self) -> dict[str, Any]:
-        return {**self.model_dump(), "url": self.url}
+    def view(self, sign: Callable[[str], str] | None = None) -> dict[str, Any]:
+        return {**self.model_dump(exclude={"user"}), "url": sign(self.url) if sign else self.url}
 
 
 # --- job events -----------------------------------------------------------------------------
@@ -198,5 +215,14 @@ class Unsubscribe(BaseModel):
     job_id: str = Field(min_length=1, max_length=64)
 
 
-ClientMessage = Annotated[Subscribe | Unsubscribe, Field(discriminator="type")]
+class Authenticate(BaseModel):
+    """The token as the first message, for clients that cannot put it in the URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=4096)
+
+
+ClientMessage = Annotated[Subscribe | Unsubscribe | Authenticate, Field(discriminator="type")]
 CLIENT_MESSAGE_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)

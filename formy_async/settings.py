@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, HttpUrl, RedisDsn, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIN_SECRET_LENGTH = 32
+
 
 def _env(name: str) -> AliasChoices:
     """Accept both the platform's name (`REDIS_URL`) and ours (`FORMY_REDIS_URL`)."""
@@ -45,7 +47,36 @@ class Settings(BaseSettings):
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
-    secret_key: str = Field("", validation_alias=_env("SECRET_KEY"), repr=False)
+    secret_key: str = Field(
+        "",
+        validation_alias=_env("SECRET_KEY"),
+        repr=False,
+        description="Signs tokens, output URLs and webhooks; 32+ characters.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        [], description="Other origins that may call the API and open the WebSocket."
+    )
+    max_concurrent_tasks_per_user: int = Field(
+        3,
+        ge=1,
+        validation_alias=AliasChoices(
+            "FORMY_MAX_CONCURRENT_TASKS_PER_USER", "MAX_CONCURRENT_TASKS_PER_USER"
+        ),
+        description="Pending + processing jobs one user may have.",
+    )
+    submissions_per_minute: int = Field(30, ge=1, description="Per-user submission rate.")
+    signed_url_ttl: int = Field(24 * 3600, gt=0, description="Seconds a signed output URL works.")
+    page_user: str | None = Field(
+        None, description="Set by `formy-async run`: the page gets a token for this user."
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhooks to loopback/private addresses (development only)."
+    )
+    webhook_max_attempts: int = Field(6, ge=1)
+    webhook_secret: str = Field(
+        "", repr=False, description="Signs webhook requests (never SECRET_KEY); enables webhooks."
+    )
+    metrics_token: str | None = Field(None, repr=False, description="Bearer token for /metrics.")
     storage_backend: Literal["local", "s3"] = Field(
         "local", description="`local`: a directory web and worker share; `s3`: object storage."
     )
@@ -108,12 +139,20 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("raw_graph_nodes", mode="before")
+    @field_validator("raw_graph_nodes", "cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def check_secret(self) -> None:
+        """Refuse to serve with a guessable secret: tokens and signed URLs rest on it."""
+        if len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"SECRET_KEY must be set to at least {MIN_SECRET_LENGTH} random characters "
+                '(e.g. python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
 
     def uses_embedded_redis(self) -> bool:
         """True when no Redis URL was configured: `formy-async run` brings its own."""

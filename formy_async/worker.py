@@ -23,6 +23,7 @@ from .retention import clean_up
 from .settings import Settings
 from .signals import CancelWatcher
 from .storage import storage_from_settings
+from .webhooks import deliver_webhook
 from .workflows import Catalogue
 
 log = structlog.get_logger()
@@ -30,6 +31,7 @@ log = structlog.get_logger()
 
 def worker_options(settings: Settings, *, configure_logging: bool = True) -> dict[str, Any]:
     """Keyword arguments for `arq.worker.Worker` (and the attributes of `WorkerSettings`)."""
+    settings.check_secret()  # it signs the URLs in events
     catalogue = Catalogue.load(settings.workflows_dir)  # a broken workflow stops start-up here
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -76,7 +78,14 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         # attempts are counted by the job itself (transient faults only), so arq never gives up
         # on a job silently; its own timeout is a backstop above every job's time limit
         "functions": [
-            func(run_job, name=keys.RUN_JOB, timeout=settings.job_timeout + 60, max_tries=1000)
+            func(run_job, name=keys.RUN_JOB, timeout=settings.job_timeout + 60, max_tries=1000),
+            # one more try than attempts: a try lost with its worker still ends in webhook_failed
+            func(
+                deliver_webhook,
+                name=keys.DELIVER_WEBHOOK,
+                max_tries=settings.webhook_max_attempts + 1,
+                timeout=30,
+            ),
         ],
         # every 10 minutes on one worker (a cron job's id is unique per run time)
         "cron_jobs": [

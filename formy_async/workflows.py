@@ -29,7 +29,7 @@ UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
 _SAVE_NODES = frozenset({"SaveImage"})
 
 
-class WorkflowError(Exception):
+class WorkflowError(ValueError):
     """A workflow file that cannot be served; names the file and the problem."""
 
 
@@ -310,3 +310,51 @@ def _summary(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in error["loc"])
         parts.append(f"{where}: {error['msg']}" if where else error["msg"])
     return "; ".join(parts)
+
+
+#: node types whose outputs are a raw graph's outputs
+SAVE_NODE_TYPES = ("SaveImage",)
+_PATH_ESCAPE = ("..", "/", "\\")
+
+
+def check_raw_graph(graph: Mapping[str, Any], allowed: list[str]) -> None:
+    """A raw graph may use only allowed node types and name no file outside ComfyUI's folders."""
+    refused = []
+    for node_id, node in graph.items():
+        class_type = node.get("class_type") if isinstance(node, Mapping) else None
+        if not isinstance(class_type, str) or not isinstance(node.get("inputs"), Mapping):
+            raise InvalidParams(
+                f"node {node_id!r} needs class_type and inputs", code="invalid_graph"
+            )
+        if class_type not in allowed:
+            refused.append(f"{node_id} ({class_type})")
+        for name, value in node["inputs"].items():
+            if isinstance(value, str) and _escapes(value):
+                raise InvalidParams(
+                    f"node {node_id} input {name!r}: file paths may not leave ComfyUI's folders",
+                    code="path_not_allowed",
+                )
+    if refused:
+        raise InvalidParams(
+            f"node types not allowed: {', '.join(refused)}",
+            code="node_not_allowed",
+            details={"allowed": sorted(allowed)},
+        )
+    if not any(n["class_type"] in SAVE_NODE_TYPES for n in graph.values()):
+        raise InvalidParams(
+            "the graph has no SaveImage node: it would produce nothing", code="invalid_graph"
+        )
+
+
+def _escapes(value: str) -> bool:
+    parts = value.replace("\\", "/").split("/")
+    return value.startswith(_PATH_ESCAPE) or ".." in parts or ":" in value[:3]
+
+
+def raw_workflow(graph: Graph, time_limit: float) -> Workflow:
+    """A workflow around a raw graph: no params, its SaveImage nodes are the outputs."""
+    outputs = [n for n, node in graph.items() if node["class_type"] in SAVE_NODE_TYPES]
+    manifest = Manifest(
+        name="raw", title="Raw graph", graph="", outputs=outputs, time_limit=time_limit, params={}
+    )
+    return Workflow(manifest, graph)

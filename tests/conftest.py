@@ -17,11 +17,16 @@ import pytest
 import redis as sync_redis
 from redis.asyncio import Redis
 
+from formy_async.auth import mint_token
 from formy_async.embedded import Stack, running_stack
 from formy_async.settings import Settings
 from formy_async.simulator import SimulatorConfig, run_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
+TEST_SECRET = "tests-only-secret-" + "0123456789abcdef" * 3
+#: alice's token; the stacks below trust TEST_SECRET
+TOKEN = mint_token(TEST_SECRET, "alice", ttl=6 * 3600)
+ADMIN_TOKEN = mint_token(TEST_SECRET, "root", admin=True, ttl=6 * 3600)
 TEST_DB = int(os.environ.get("FORMY_TEST_REDIS_DB", "15"))
 
 
@@ -130,6 +135,10 @@ def stack_settings(redis_url: str, comfyui_url: str, storage: Path, **extra: Any
         "storage_dir": storage,
         "workflows_dir": ROOT / "workflows",
         "worker_poll_delay": 0.01,
+        "secret_key": TEST_SECRET,
+        # tests run many jobs of one user at once; the limits have tests of their own
+        "max_concurrent_tasks_per_user": 1000,
+        "submissions_per_minute": 100000,
         **extra,
     }
     return Settings(**values)
@@ -171,6 +180,9 @@ async def fake_stack(
         storage_dir=tmp_path,
         workflows_dir=ROOT / "workflows",
         worker_poll_delay=0.01,
+        secret_key=TEST_SECRET,
+        max_concurrent_tasks_per_user=1000,
+        submissions_per_minute=100000,
     )
     assert settings.uses_embedded_redis()
     async with running_stack(settings) as s:

@@ -8,6 +8,15 @@ from typing import Any
 import aiohttp
 
 FINAL = {"done", "failed", "cancelled"}
+
+
+def api_session(token: str | None = None) -> aiohttp.ClientSession:
+    """A session that calls the API as alice (or with `token`)."""
+    from .conftest import TOKEN
+
+    return aiohttp.ClientSession(headers={"Authorization": f"Bearer {token or TOKEN}"})
+
+
 CONTROL = {"subscribed", "unsubscribed", "error", "overflow"}
 
 

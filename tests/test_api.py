@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import pytest
 
 from formy_async.embedded import Stack
 
-from .helpers import follow, get_json, submit
+from .helpers import api_session, follow, get_json, submit
 
 
 async def _post(stack: Stack, path: str, **kwargs: Any) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as session, session.post(stack.url + path, **kwargs) as r:
+    async with api_session() as session, session.post(stack.url + path, **kwargs) as r:
         return r.status, await r.json()
 
 
 async def test_submission_answers_202_with_the_job_and_its_links(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, fake_stack.url, prompt="a fox", steps=2, width=64, height=64)
     assert job["status"] == "pending"
     assert job["links"]["self"] == f"/api/jobs/{job['id']}"
@@ -26,7 +25,7 @@ async def test_submission_answers_202_with_the_job_and_its_links(fake_stack: Sta
 
 
 async def test_embedded_stack_runs_a_job_to_done(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, fake_stack.url, prompt="a fox", steps=2, width=64, height=64)
         events = await follow(session, fake_stack.url, job["id"])
     assert events[-1]["type"] == "done"
@@ -74,13 +73,13 @@ async def test_invalid_params_name_each_param(fake_stack: Stack) -> None:
 
 
 async def test_unknown_job_is_404(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         status, body = await get_json(session, f"{fake_stack.url}/api/jobs/nope")
     assert (status, body["error"]["code"]) == (404, "job_not_found")
 
 
 async def test_unknown_output_is_404(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, fake_stack.url, prompt="a", steps=1, width=64, height=64)
         status, body = await get_json(
             session, f"{fake_stack.url}/api/jobs/{job['id']}/outputs/../../etc/passwd"
@@ -90,13 +89,13 @@ async def test_unknown_output_is_404(fake_stack: Stack) -> None:
 
 
 async def test_unknown_route_is_a_json_404(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         status, body = await get_json(session, f"{fake_stack.url}/api/nothing")
     assert (status, body["error"]["code"]) == (404, "not_found")
 
 
 async def test_workflows_list_a_json_schema_each(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         status, body = await get_json(session, f"{fake_stack.url}/api/workflows")
     assert status == 200
     (t2i,) = [w for w in body["workflows"] if w["name"] == "text_to_image"]
@@ -104,7 +103,7 @@ async def test_workflows_list_a_json_schema_each(fake_stack: Stack) -> None:
 
 
 async def test_job_list_is_newest_first_and_pages(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         ids = [
             (await submit(session, fake_stack.url, prompt=f"p{i}", steps=1, width=64, height=64))[
                 "id"
@@ -120,27 +119,27 @@ async def test_job_list_is_newest_first_and_pages(fake_stack: Stack) -> None:
 
 
 async def test_bad_list_query_is_400(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         status, body = await get_json(session, f"{fake_stack.url}/api/jobs?limit=0")
     assert (status, body["error"]["code"]) == (400, "invalid_query")
 
 
 async def test_healthz_and_readyz_answer_ok(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         assert (await get_json(session, f"{fake_stack.url}/healthz"))[0] == 200
         status, body = await get_json(session, f"{fake_stack.url}/readyz")
     assert (status, body["checks"]) == (200, {"redis": "ok", "comfyui": "ok"})
 
 
 async def test_page_is_served_without_inner_html(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session, session.get(fake_stack.url + "/") as r:
+    async with api_session() as session, session.get(fake_stack.url + "/") as r:
         page = await r.text()
     assert r.status == 200 and "<title>formy-async</title>" in page
     assert "innerHTML" not in page
 
 
 async def test_websocket_refuses_bad_messages_and_unknown_jobs(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session, session.ws_connect(fake_stack.url + "/ws") as ws:
+    async with api_session() as session, session.ws_connect(fake_stack.url + "/ws") as ws:
         await ws.send_str("not json")
         assert (await ws.receive_json())["error"]["code"] == "bad_message"
         await ws.send_json({"type": "subscribe", "job_id": "nope"})

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from formy_async.cli import parse_params, run_command
@@ -20,11 +19,18 @@ from formy_async.embedded import Stack, running_stack
 from formy_async.models import JobView
 from formy_async.simulator import SimulatorConfig, run_simulator
 
-from .conftest import ROOT, free_port, stack_settings
+from .conftest import ROOT, TOKEN, free_port, stack_settings
+from .helpers import api_session
 
 SMALL = ["-p", "prompt=a red fox", "-p", "steps=2", "-p", "width=64", "-p", "height=64"]
 EVENT_LINE = re.compile(r" *\d+ [a-z]+ +[a-z]+ +\d+%")  # not the stack's own log lines
 LONG = ["-p", "prompt=a red fox", "-p", "steps=150", "-p", "width=64", "-p", "height=64"]
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every command calls the API as alice, as FORMY_TOKEN says."""
+    monkeypatch.setenv("FORMY_TOKEN", TOKEN)
 
 
 @pytest.fixture
@@ -53,7 +59,7 @@ async def _submit_failing_job(stack: Stack) -> str:
         "time_limit": 0.3,
     }
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(stack.url + "/api/jobs", json=body) as resp,
     ):
         job_id: str = (await resp.json())["id"]
@@ -138,7 +144,7 @@ async def test_waiting_for_a_failed_job_exits_1_and_prints_its_error(
 async def test_waiting_for_a_cancelled_job_exits_1(
     slow_stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with FormyClient(slow_stack.url) as client:
+    async with FormyClient(slow_stack.url, token=TOKEN) as client:
         job = await client.submit("text_to_image", prompt="a fox", steps=150, width=64, height=64)
         waiting = asyncio.create_task(cli("wait", job.id, "--url", slow_stack.url))
         await asyncio.sleep(0.5)
@@ -151,7 +157,7 @@ async def test_waiting_for_a_cancelled_job_exits_1(
 
 
 async def test_status_prints_the_job(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
-    async with FormyClient(stack.url) as client:
+    async with FormyClient(stack.url, token=TOKEN) as client:
         job = await _done_job(client)
     assert await cli("status", job.id, "--url", stack.url) == 0
     out = capsys.readouterr().out
@@ -186,7 +192,7 @@ async def test_unreachable_server_exits_2_with_a_message(
 async def test_cancel_prints_the_job_and_exits_0(
     slow_stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with FormyClient(slow_stack.url) as client:
+    async with FormyClient(slow_stack.url, token=TOKEN) as client:
         job = await client.submit("text_to_image", prompt="a fox", steps=150, width=64, height=64)
         assert await cli("cancel", job.id, "--url", slow_stack.url) == 0
         assert (await client.wait(job.id)).status == "cancelled"
@@ -196,7 +202,7 @@ async def test_cancel_prints_the_job_and_exits_0(
 async def test_cancelling_a_finished_job_exits_2(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with FormyClient(stack.url) as client:
+    async with FormyClient(stack.url, token=TOKEN) as client:
         job = await _done_job(client)
     assert await cli("cancel", job.id, "--url", stack.url) == 2
     assert "job_finished" in capsys.readouterr().err
@@ -205,7 +211,7 @@ async def test_cancelling_a_finished_job_exits_2(
 async def test_jobs_lists_at_most_limit_jobs_of_the_status(
     stack: Stack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with FormyClient(stack.url) as client:
+    async with FormyClient(stack.url, token=TOKEN) as client:
         done = [(await _done_job(client)).id for _ in range(3)]
     assert await cli("jobs", "--status", "done", "--limit", "2", "--url", stack.url) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
@@ -225,7 +231,7 @@ async def test_url_comes_from_formy_url(
     stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("FORMY_URL", stack.url)
-    monkeypatch.setenv("FORMY_TOKEN", "s3cret")
+    monkeypatch.setenv("FORMY_TOKEN", TOKEN)
     assert await cli("workflows") == 0
     assert "text_to_image" in capsys.readouterr().out
 
@@ -269,6 +275,6 @@ async def test_ctrl_c_answered_no_leaves_the_job_running(slow_stack: Stack) -> N
     code, _, err = await _interrupt_while_waiting(slow_stack, b"\n")
     assert code == 130
     assert "goes on" in err
-    async with FormyClient(slow_stack.url) as client:
+    async with FormyClient(slow_stack.url, token=TOKEN) as client:
         jobs: list[Any] = [job async for page in client.list() for job in page]
     assert jobs[0].status == "processing"

@@ -23,7 +23,8 @@ from formy_async.errors import FormyAPIError, FormyConnectionError
 from formy_async.models import Done, Job, JobView, Progress, Started
 from formy_async.simulator import SimulatorConfig, run_simulator
 
-from .conftest import free_port, stack_settings
+from .conftest import TOKEN, free_port, stack_settings
+from .helpers import api_session
 
 SMALL: dict[str, Any] = {"prompt": "a red fox", "steps": 2, "width": 64, "height": 64}
 
@@ -40,7 +41,7 @@ async def slow_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
 
 @pytest.fixture
 async def client(stack: Stack) -> AsyncIterator[FormyClient]:
-    async with FormyClient(stack.url, timeout=10) as c:
+    async with FormyClient(stack.url, token=TOKEN, timeout=10) as c:
         yield c
 
 
@@ -226,11 +227,11 @@ async def test_wait_returns_the_done_job_with_its_outputs(client: FormyClient) -
 async def test_wait_returns_a_failed_job_instead_of_raising(slow_stack: Stack) -> None:
     body = {"workflow": "text_to_image", "params": {**SMALL, "steps": 150}, "time_limit": 0.3}
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(slow_stack.url + "/api/jobs", json=body) as resp,
     ):
         job_id = (await resp.json())["id"]
-    async with FormyClient(slow_stack.url) as client:
+    async with FormyClient(slow_stack.url, token=TOKEN) as client:
         job = await client.wait(job_id)
     assert job.status == "failed"
     assert job.error is not None
@@ -250,7 +251,7 @@ async def test_list_filters_by_status(client: FormyClient) -> None:
 
 
 async def test_cancel_stops_a_running_job(slow_stack: Stack) -> None:
-    async with FormyClient(slow_stack.url) as client:
+    async with FormyClient(slow_stack.url, token=TOKEN) as client:
         job = await client.submit("text_to_image", **SMALL | {"steps": 150})
         async with contextlib.aclosing(client.events(job.id)) as events:
             async for event in events:
@@ -324,7 +325,7 @@ async def test_events_of_a_finished_job_replay_its_log_after_the_seq(client: For
 async def test_events_resume_without_loss_or_repeat_after_the_socket_drops(
     slow_stack: Stack, proxy: CuttingProxy
 ) -> None:
-    async with FormyClient(proxy.url) as client:
+    async with FormyClient(proxy.url, token=TOKEN) as client:
         job = await client.submit("text_to_image", **SMALL | {"steps": 30})
         events = []
         async for event in client.events(job.id):
@@ -332,7 +333,7 @@ async def test_events_resume_without_loss_or_repeat_after_the_socket_drops(
             if isinstance(event, Progress) and event.node_type == "KSampler" and event.value == 5:
                 proxy.cut()
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.get(f"{slow_stack.url}/api/jobs/{job.id}/events") as resp,
     ):
         logged = await resp.json()
@@ -427,7 +428,7 @@ async def test_token_goes_in_the_bearer_header_and_the_websocket_query() -> None
 
 
 async def test_closed_client_refuses_to_be_reused(stack: Stack) -> None:
-    client = FormyClient(stack.url)
+    client = FormyClient(stack.url, token=TOKEN)
     await client.workflows()
     await client.aclose()
     with pytest.raises(RuntimeError):
@@ -436,7 +437,7 @@ async def test_closed_client_refuses_to_be_reused(stack: Stack) -> None:
 
 async def test_a_given_session_is_used_and_left_open(stack: Stack) -> None:
     async with aiohttp.ClientSession() as session:
-        async with FormyClient(stack.url, session=session) as client:
+        async with FormyClient(stack.url, token=TOKEN, session=session) as client:
             await client.workflows()
         assert not session.closed
 

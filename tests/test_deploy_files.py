@@ -43,7 +43,7 @@ def procfile() -> dict[str, str]:
 
 
 def get_routes() -> set[str]:
-    app = create_app(Settings(workflows_dir=ROOT / "workflows"))
+    app = create_app(Settings(workflows_dir=ROOT / "workflows", secret_key="x" * 32))
     return {resource.canonical for resource in app.router.resources()}
 
 

@@ -12,7 +12,7 @@ from formy_async.embedded import Stack
 from formy_async.workflows import Catalogue
 
 from .conftest import ROOT
-from .helpers import follow, submit
+from .helpers import api_session, follow, submit
 
 # saturated enough to stay recognisable under a 0.35-denoise blend with any generated pattern
 RED, GREEN, BLUE, MAGENTA = (230, 30, 30), (20, 220, 30), (20, 30, 230), (230, 20, 210)
@@ -44,7 +44,7 @@ async def _run(
     stack: Stack, workflow: str, images: dict[str, Image.Image], **params: Any
 ) -> Image.Image:
     """Upload `images` as the workflow's image params, run it, and fetch its one output."""
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         for name, image in images.items():
             params[name] = await _upload(session, stack, image)
         job = await submit(session, stack.url, workflow, **params)
@@ -131,7 +131,7 @@ async def test_pose_change_follows_the_pose_skeleton(stack: Stack) -> None:
 
 
 async def test_unknown_controlnet_is_refused_at_submission(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         image = await _upload(session, stack, Image.new("RGB", (64, 64), RED))
         params = {"image": image, "pose": image, "controlnet": "nope.pth"}
         async with session.post(

@@ -19,8 +19,15 @@ from aiohttp import web
 from formy_async.embedded import running_stack
 from formy_async.web.app import create_app
 
-from .conftest import FIXTURE_WORKFLOWS, ROOT, StackFactory, free_port, stack_settings
-from .helpers import CONTROL, FINAL, follow, get_json, submit
+from .conftest import (
+    FIXTURE_WORKFLOWS,
+    ROOT,
+    TEST_SECRET,
+    StackFactory,
+    free_port,
+    stack_settings,
+)
+from .helpers import CONTROL, FINAL, api_session, follow, get_json, submit
 from .proxy import TcpProxy
 
 pytestmark = pytest.mark.redis
@@ -68,6 +75,8 @@ def worker_env(redis_url: str, comfyui_url: str, storage: Path, **extra: str) ->
         "FORMY_WORKER_POLL_DELAY": "0.02",
         "FORMY_LEASE_TTL": "1.5",
         "FORMY_RECOVERY_INTERVAL": "0.3",
+        "SECRET_KEY": TEST_SECRET,
+        "FORMY_MAX_CONCURRENT_TASKS_PER_USER": "1000",
         **extra,
     }
 
@@ -96,7 +105,7 @@ async def test_job_of_a_killed_worker_runs_again_and_ends_once(
     env = worker_env(redis_url, simulator_url, tmp_path)
     async with (
         web_only(redis_url, simulator_url, tmp_path) as base,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         async with worker_process(env) as first:
             job = await submit(session, base, "slow", steps=40, delay=0.05)
@@ -118,7 +127,7 @@ async def test_stopped_worker_hands_its_job_back_to_another(
     env = worker_env(redis_url, simulator_url, tmp_path, FORMY_SHUTDOWN_GRACE="1")
     async with (
         web_only(redis_url, simulator_url, tmp_path) as base,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         async with worker_process(env) as first:
             job = await submit(session, base, "slow", steps=100, delay=0.05)
@@ -138,7 +147,7 @@ async def test_stopped_worker_lets_a_short_job_finish(
     env = worker_env(redis_url, simulator_url, tmp_path, FORMY_SHUTDOWN_GRACE="10")
     async with (
         web_only(redis_url, simulator_url, tmp_path) as base,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         worker_process(env) as worker,
     ):
         job = await submit(session, base, "slow", steps=20, delay=0.05)
@@ -161,7 +170,7 @@ async def test_comfyui_socket_cut_mid_run_is_reconciled(
             make_stack(
                 workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"http://127.0.0.1:{port}"
             ) as stack,
-            aiohttp.ClientSession() as session,
+            api_session() as session,
         ):
             job = await submit(session, stack.url, "slow", steps=60, delay=0.05)
             await wait_for(session, stack.url, job["id"], "progress", 5)
@@ -187,7 +196,7 @@ async def test_comfyui_gone_for_good_is_retried_then_fails(
             comfyui_url=f"http://127.0.0.1:{port}",
             job_max_attempts=2,
         ) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "slow", steps=100, delay=0.05)
         await wait_for(session, stack.url, job["id"], "progress", 3)
@@ -255,7 +264,7 @@ async def test_redis_restart_loses_no_job_and_no_event(simulator_url: str, tmp_p
         settings = stack_settings(
             url, simulator_url, tmp_path / "s", workflows_dir=FIXTURE_WORKFLOWS
         )
-        async with running_stack(settings) as stack, aiohttp.ClientSession() as session:
+        async with running_stack(settings) as stack, api_session() as session:
             running = await submit(session, stack.url, "slow", steps=80, delay=0.05)
             queued = await submit(session, stack.url, "slow", steps=5, delay=0.05)
             events: list[dict[str, Any]] = []
@@ -285,7 +294,7 @@ async def test_subscriber_that_reconnects_mid_run_gets_each_event_once(
 ) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "slow", steps=30, delay=0.03)
         first: list[dict[str, Any]] = []

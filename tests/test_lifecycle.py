@@ -10,8 +10,8 @@ import pytest
 
 from formy_async.embedded import Stack
 
-from .conftest import FIXTURE_WORKFLOWS, StackFactory
-from .helpers import FINAL, follow, get_json, submit
+from .conftest import ADMIN_TOKEN, FIXTURE_WORKFLOWS, StackFactory
+from .helpers import FINAL, api_session, follow, get_json, submit
 
 pytestmark = pytest.mark.redis
 
@@ -41,7 +41,7 @@ def assert_one_final_event(events: list[dict[str, Any]]) -> None:
 async def test_cancelled_pending_job_never_starts(make_stack: StackFactory) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS, max_jobs=1) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         busy = await submit(session, stack.url, "slow", steps=40)
         await wait_for_event(session, stack.url, busy["id"], "started")
@@ -60,7 +60,7 @@ async def test_cancelled_pending_job_never_starts(make_stack: StackFactory) -> N
 async def test_cancelled_running_job_ends_cancelled_quickly(make_stack: StackFactory) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "slow", steps=200)
         await wait_for_event(session, stack.url, job["id"], "progress")
@@ -80,7 +80,7 @@ async def test_cancel_interrupts_only_that_prompt_on_comfyui(
 ) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         victim = await submit(session, stack.url, "slow", steps=200, color=1)
         other = await submit(session, stack.url, "slow", steps=10, color=2)
@@ -95,7 +95,7 @@ async def test_cancel_interrupts_only_that_prompt_on_comfyui(
 async def test_cancelling_a_finished_job_is_409(make_stack: StackFactory) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "slow", steps=1)
         await follow(session, stack.url, job["id"])
@@ -106,7 +106,7 @@ async def test_cancelling_a_finished_job_is_409(make_stack: StackFactory) -> Non
 async def test_job_past_its_time_limit_fails_with_timeout(make_stack: StackFactory) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         async with session.post(
             f"{stack.url}/api/jobs",
@@ -120,7 +120,7 @@ async def test_job_past_its_time_limit_fails_with_timeout(make_stack: StackFacto
 
 async def test_time_limit_over_the_maximum_is_refused(fake_stack: Stack) -> None:
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(
             f"{fake_stack.url}/api/jobs",
             json={"workflow": "text_to_image", "params": {"prompt": "a"}, "time_limit": 10**6},
@@ -132,7 +132,7 @@ async def test_time_limit_over_the_maximum_is_refused(fake_stack: Stack) -> None
 async def test_node_that_raises_fails_with_comfyuis_details(make_stack: StackFactory) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "failing", message="the node broke")
         events = await follow(session, stack.url, job["id"])
@@ -148,7 +148,7 @@ async def test_graph_comfyui_rejects_fails_the_job_with_its_node_errors(
 ) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(session, stack.url, "rejected")
         events = await follow(session, stack.url, job["id"])
@@ -162,7 +162,7 @@ async def test_graph_comfyui_rejects_fails_the_job_with_its_node_errors(
 async def test_sampler_previews_become_throttled_preview_events(
     make_stack: StackFactory,
 ) -> None:
-    async with make_stack(preview_interval=0) as stack, aiohttp.ClientSession() as session:
+    async with make_stack(preview_interval=0) as stack, api_session() as session:
         job = await submit(session, stack.url, prompt="a fox", steps=4, width=64, height=64)
         events = await follow(session, stack.url, job["id"])
         previews = [e for e in events if e["type"] == "preview"]
@@ -170,14 +170,14 @@ async def test_sampler_previews_become_throttled_preview_events(
         async with session.get(stack.url + previews[-1]["url"]) as r:
             assert r.status == 200
             assert r.content_type == previews[-1]["content_type"]
-    async with make_stack(preview_interval=60) as stack, aiohttp.ClientSession() as session:
+    async with make_stack(preview_interval=60) as stack, api_session() as session:
         job = await submit(session, stack.url, prompt="a fox", steps=4, width=64, height=64)
         events = await follow(session, stack.url, job["id"])
     assert len([e for e in events if e["type"] == "preview"]) == 1
 
 
 async def test_models_are_listed_from_comfyui(fake_stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         status, models = await get_json(session, f"{fake_stack.url}/api/models")
     assert status == 200
     assert "sd_xl_base_1.0.safetensors" in models["checkpoints"]
@@ -185,7 +185,7 @@ async def test_models_are_listed_from_comfyui(fake_stack: Stack) -> None:
 
 async def test_missing_model_is_refused_before_anything_is_queued(fake_stack: Stack) -> None:
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(
             f"{fake_stack.url}/api/jobs",
             json={"workflow": "text_to_image", "params": {"prompt": "a", "model": "nope.ckpt"}},
@@ -201,16 +201,18 @@ async def test_stats_count_jobs_and_show_workers_and_backends(
 ) -> None:
     async with (
         make_stack(workflows_dir=FIXTURE_WORKFLOWS) as stack,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         await follow(session, stack.url, (await submit(session, stack.url, "slow", steps=1))["id"])
         await follow(session, stack.url, (await submit(session, stack.url, "failing"))["id"])
         running = await submit(session, stack.url, "slow", steps=200)
         await wait_for_event(session, stack.url, running["id"], "progress")
-        _, stats = await get_json(session, f"{stack.url}/api/stats")
+        async with api_session(ADMIN_TOKEN) as admin:
+            _, stats = await get_json(admin, f"{stack.url}/api/stats")
         await post(session, f"{stack.url}/api/jobs/{running['id']}/cancel")
         await follow(session, stack.url, running["id"])
-        _, after = await get_json(session, f"{stack.url}/api/stats")
+        async with api_session(ADMIN_TOKEN) as admin:
+            _, after = await get_json(admin, f"{stack.url}/api/stats")
     assert stats["jobs"]["processing"] == 1
     assert stats["jobs"]["finished"]["last_hour"] == {"cancelled": 0, "done": 1, "failed": 1}
     (worker,) = stats["workers"]

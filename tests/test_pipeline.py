@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import io
 
-import aiohttp
 import pytest
 from PIL import Image
 
 from formy_async.embedded import Stack
 
-from .helpers import follow, get_json, submit
+from .helpers import api_session, follow, get_json, submit
 
 pytestmark = pytest.mark.redis
 
 
 async def test_events_arrive_in_order_without_gaps_and_end_done(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(
             session, stack.url, prompt="a red fox in the snow", steps=6, width=256, height=192
         )
@@ -33,7 +32,7 @@ async def test_events_arrive_in_order_without_gaps_and_end_done(stack: Stack) ->
 
 
 async def test_outputs_download_as_pngs_of_the_requested_size(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(
             session, stack.url, prompt="two foxes", steps=2, width=320, height=256, batch_size=2
         )
@@ -51,7 +50,7 @@ async def test_outputs_download_as_pngs_of_the_requested_size(stack: Stack) -> N
 
 
 async def test_job_record_shows_the_final_state_and_params(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, stack.url, prompt="a fox", steps=2, width=64, height=64)
         await follow(session, stack.url, job["id"])
         status, record = await get_json(session, f"{stack.url}/api/jobs/{job['id']}")
@@ -63,7 +62,7 @@ async def test_job_record_shows_the_final_state_and_params(stack: Stack) -> None
 
 
 async def test_late_subscriber_receives_the_whole_history(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, stack.url, prompt="late", steps=3, width=64, height=64)
         live = await follow(session, stack.url, job["id"])
         replayed = await follow(session, stack.url, job["id"])
@@ -73,7 +72,7 @@ async def test_late_subscriber_receives_the_whole_history(stack: Stack) -> None:
 
 
 async def test_fifty_concurrent_jobs_all_finish_with_their_own_events(stack: Stack) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         jobs = await asyncio.gather(
             *(
                 submit(session, stack.url, prompt=f"fox {i}", steps=3, width=64, height=64)

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from .conftest import ROOT, free_port
-from .helpers import follow, submit
+from .conftest import ROOT, TEST_SECRET, free_port
+from .helpers import api_session, follow, submit
 
 pytestmark = pytest.mark.redis
 
@@ -61,6 +61,7 @@ async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> N
         "HOST": "127.0.0.1",
         "FORMY_STORAGE_DIR": str(tmp_path),
         "FORMY_WORKER_POLL_DELAY": "0.02",
+        "SECRET_KEY": TEST_SECRET,
     }
     base = f"http://127.0.0.1:{web_port}"
     sim = f"http://127.0.0.1:{sim_port}"
@@ -79,7 +80,7 @@ async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> N
         process(
             str(BIN / "arq"), "worker_settings.WorkerSettings", env=env, ready_url=base + "/healthz"
         ),
-        aiohttp.ClientSession() as session,
+        api_session() as session,
     ):
         job = await submit(
             session, base, prompt="a red fox in the snow", steps=3, width=64, height=64

@@ -12,10 +12,9 @@ import random
 import signal
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from .helpers import get_json, submit
+from .helpers import api_session, get_json, submit
 from .test_faults import assert_sound_log, web_only, worker_env, worker_process
 
 pytestmark = [
@@ -34,7 +33,7 @@ async def test_every_job_ends_exactly_once_while_workers_are_killed(
     rng = random.Random(7)
     async with (
         web_only(redis_url, simulator_url, tmp_path) as base,
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         contextlib.AsyncExitStack() as workers,
     ):
         procs = [await workers.enter_async_context(worker_process(env)) for _ in range(3)]
@@ -57,5 +56,7 @@ async def test_every_job_ends_exactly_once_while_workers_are_killed(
         for job in jobs:
             _, events = await get_json(session, f"{base}/api/jobs/{job['id']}/events")
             assert_sound_log(events)
-            assert events[-1]["type"] == "done", [(e["type"], (e.get("error") or {}).get("code")) for e in events]
+            assert events[-1]["type"] == "done", [
+                (e["type"], (e.get("error") or {}).get("code")) for e in events
+            ]
     assert kills > 0

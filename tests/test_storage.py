@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import aiohttp
 import pytest
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from moto.server import ThreadedMotoServer
@@ -22,7 +21,7 @@ from formy_async.settings import Settings
 from formy_async.storage import LocalStorage, S3Storage, Storage, storage_from_settings
 
 from .conftest import free_port, stack_settings
-from .helpers import follow, submit
+from .helpers import api_session, follow, submit
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -205,7 +204,7 @@ async def test_web_and_worker_share_no_disk_with_s3_storage(
         s3_access_key_id="test",
         s3_secret_access_key="test",
     )
-    async with running_stack(settings) as stack, aiohttp.ClientSession() as session:
+    async with running_stack(settings) as stack, api_session() as session:
         job = await submit(session, stack.url, prompt="a fox", steps=2, width=64, height=64)
         events = await follow(session, stack.url, job["id"])
         assert events[-1]["type"] == "done"

@@ -14,7 +14,7 @@ from formy_async.embedded import Stack
 from formy_async.retention import clean_up
 
 from .conftest import StackFactory
-from .helpers import follow, submit
+from .helpers import api_session, follow, submit
 
 
 def png(width: int = 64, height: int = 48, **save: Any) -> bytes:
@@ -29,7 +29,7 @@ async def upload(
     form = aiohttp.FormData()
     form.add_field(field, data, filename=filename, content_type="application/octet-stream")
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(f"{stack.url}/api/uploads", data=form) as r,
     ):
         return r.status, await r.json()
@@ -44,7 +44,7 @@ async def test_upload_answers_id_format_and_size(fake_stack: Stack) -> None:
 
 async def test_uploaded_image_can_be_fetched(fake_stack: Stack) -> None:
     _, body = await upload(fake_stack, png(10, 10))
-    async with aiohttp.ClientSession() as session, session.get(fake_stack.url + body["url"]) as r:
+    async with api_session() as session, session.get(fake_stack.url + body["url"]) as r:
         assert (r.status, r.content_type) == (200, "image/png")
         assert Image.open(io.BytesIO(await r.read())).size == (10, 10)
 
@@ -58,7 +58,7 @@ async def test_exif_orientation_is_applied_and_metadata_dropped(fake_stack: Stac
     image.save(out, format="JPEG", exif=exif)
     _, body = await upload(fake_stack, out.getvalue(), "photo.jpg")
     assert (body["format"], body["width"], body["height"]) == ("jpeg", 20, 40)
-    async with aiohttp.ClientSession() as session, session.get(fake_stack.url + body["url"]) as r:
+    async with api_session() as session, session.get(fake_stack.url + body["url"]) as r:
         stored = Image.open(io.BytesIO(await r.read()))
     assert not stored.getexif()
 
@@ -106,7 +106,7 @@ async def test_gif_is_refused_by_content(fake_stack: Stack) -> None:
 
 async def test_body_over_the_limit_gets_413_before_it_is_read(fake_stack: Stack) -> None:
     big = b"\0" * (50 * 1024 * 1024)
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         form = aiohttp.FormData()
         form.add_field("file", io.BytesIO(big), filename="big.png")
         try:
@@ -124,7 +124,7 @@ async def test_streamed_body_over_the_limit_gets_413(fake_stack: Stack) -> None:
             yield b"\0" * (1024 * 1024)
         yield b"\r\n--b--\r\n"
 
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         try:
             async with session.post(
                 f"{fake_stack.url}/api/uploads",
@@ -144,7 +144,7 @@ async def test_missing_file_field_is_400(fake_stack: Stack) -> None:
 
 async def test_upscale_runs_on_an_upload(fake_stack: Stack) -> None:
     _, uploaded = await upload(fake_stack, png(40, 30))
-    async with aiohttp.ClientSession() as session:
+    async with api_session() as session:
         job = await submit(session, fake_stack.url, "upscale", image=uploaded["id"], scale=2)
         events = await follow(session, fake_stack.url, job["id"])
     (output,) = events[-1]["outputs"]
@@ -153,7 +153,7 @@ async def test_upscale_runs_on_an_upload(fake_stack: Stack) -> None:
 
 async def test_unknown_upload_id_is_refused_at_submission(fake_stack: Stack) -> None:
     async with (
-        aiohttp.ClientSession() as session,
+        api_session() as session,
         session.post(
             f"{fake_stack.url}/api/jobs",
             json={"workflow": "upscale", "params": {"image": "0" * 32}},
@@ -166,7 +166,7 @@ async def test_unknown_upload_id_is_refused_at_submission(fake_stack: Stack) -> 
 async def test_retention_removes_old_files_and_their_links_answer_410(
     make_stack: StackFactory,
 ) -> None:
-    async with make_stack(inputs_ttl=1, outputs_ttl=1) as stack, aiohttp.ClientSession() as session:
+    async with make_stack(inputs_ttl=1, outputs_ttl=1) as stack, api_session() as session:
         _, uploaded = await upload(stack, png(8, 8))
         job = await submit(session, stack.url, "upscale", image=uploaded["id"], scale=1)
         (output,) = (await follow(session, stack.url, job["id"]))[-1]["outputs"]

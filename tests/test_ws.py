@@ -9,10 +9,13 @@ from collections.abc import AsyncIterator
 import pytest
 from fakeredis import FakeAsyncRedis, FakeServer
 
+from formy_async.auth import Identity
 from formy_async.events import EventHub
 from formy_async.jobstore import JobStore
 from formy_async.models import Job, Progress, Submitted
 from formy_async.web.ws import Connection
+
+ALICE = Identity(user="alice")
 
 
 class FakeSocket:
@@ -37,7 +40,7 @@ async def store() -> AsyncIterator[JobStore]:
 
 
 async def _job_with_events(store: JobStore, count: int) -> list[str]:
-    job = Job(id="j", workflow="w", params={})
+    job = Job(id="j", user="alice", workflow="w", params={})
     await store.append(job, Submitted(job_id="j", workflow="w"), create=True)
     for _ in range(count - 1):
         await store.append(job, Progress(job_id="j", node="1", value=0, max=1))
@@ -52,7 +55,7 @@ async def test_subscriber_gets_the_log_then_live_events_once_each(store: JobStor
     raw = await _job_with_events(store, 3)
     ws = FakeSocket()
     conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
-    await conn.subscribe("j", after=1)
+    await conn.subscribe("j", after=1, identity=ALICE)
     for seq, event in enumerate(raw, start=1):  # live copies of events it already has
         conn.push("j", seq, event)
     await _settle()
@@ -64,7 +67,7 @@ async def test_a_gap_in_live_events_is_filled_from_the_log(store: JobStore) -> N
     raw = await _job_with_events(store, 5)
     ws = FakeSocket()
     conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
-    await conn.subscribe("j", after=5)
+    await conn.subscribe("j", after=5, identity=ALICE)
     conn.last_seq["j"] = 2  # as if events 3 and 4 were never published
     conn.push("j", 5, raw[4])
     await _settle()
@@ -80,7 +83,7 @@ async def test_slow_reader_overflows_without_blocking_the_relay(store: JobStore)
     fast_conn = Connection(fast, hub, store, size=10)  # type: ignore[arg-type]
     slow_conn.last_seq["j"] = 0
     hub.subscribe("j", slow_conn.push)
-    await fast_conn.subscribe("j", after=1)
+    await fast_conn.subscribe("j", after=1, identity=ALICE)
     await _settle()
     for seq in range(2, 40):  # deliver() is synchronous: it can never wait on a socket
         hub.deliver("formy:events:j", raw[0].replace('"seq":1,', f'"seq":{seq},'))

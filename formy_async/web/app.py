@@ -20,7 +20,10 @@ from .catalog import MODELS, ModelsCache
 from .catalog import routes as catalog_routes
 from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
 from .errors import error_middleware
+from .metrics import setup_metrics
+from .security import auth_middleware, cors_middleware
 from .stats import routes as stats_routes
+from .submit import routes as submit_routes
 from .uploads import routes as upload_routes
 from .views import routes
 from .ws import websocket
@@ -31,10 +34,15 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Application:
     """The aiohttp app. Pass `redis` to share a client (the embedded fake); else it is made here.
 
-    The workflow catalogue is loaded now, so a broken workflow stops start-up.
+    The workflow catalogue is loaded now, so a broken workflow stops start-up, and so does a
+    SECRET_KEY too short to be one.
     """
+    settings.check_secret()
     # 1 MiB bounds every JSON body; uploads stream their multipart part under their own limit
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        middlewares=[error_middleware, cors_middleware, auth_middleware],
+        client_max_size=1024 * 1024,
+    )
     app[SETTINGS] = settings
     app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
     app[SOCKETS] = weakref.WeakSet()
@@ -44,9 +52,11 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_ctx)
     app.on_shutdown.append(_close_websockets)
     app.add_routes(routes)
+    app.add_routes(submit_routes)
     app.add_routes(catalog_routes)
     app.add_routes(upload_routes)
     app.add_routes(stats_routes)
+    setup_metrics(app)
     app.router.add_get("/ws", websocket)
     app.router.add_static("/static", STATIC_DIR)
     return app

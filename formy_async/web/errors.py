@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ..errors import FormyError
+from ..errors import FormyError, TooManyRequests
 
 log = structlog.get_logger()
 
@@ -22,7 +22,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except FormyError as exc:
-        return web.json_response({"error": exc.to_dict()}, status=exc.http_status)
+        headers = {}
+        if isinstance(exc, TooManyRequests):
+            headers["Retry-After"] = str(exc.retry_after)
+        return web.json_response({"error": exc.to_dict()}, status=exc.http_status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

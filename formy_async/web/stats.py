@@ -12,12 +12,14 @@ from aiohttp import web
 from .. import keys
 from ..models import FINAL_STATUSES, Job
 from .context import REDIS
+from .security import require_admin
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/stats")
 async def stats(request: web.Request) -> web.Response:
+    require_admin(request)  # counts and workers of everyone
     redis = request.app[REDIS]
     now = time.time()
     counts = {"pending": 0, "processing": 0}

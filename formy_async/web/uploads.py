@@ -12,6 +12,7 @@ from ..images import check_upload
 from ..models import Upload
 from ..storage import input_key
 from .context import REDIS, SETTINGS, STORAGE
+from .security import caller, may_see, signer
 
 routes = web.RouteTableDef()
 
@@ -49,10 +50,12 @@ async def _read_file_part(request: web.Request, limit: int) -> bytes:
 @routes.post("/api/uploads")
 async def create_upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
+    user = caller(request).user
     data = await _read_file_part(request, settings.upload_max_bytes)
     image = await check_upload(data, settings.upload_max_pixels)
     upload = Upload(
         id=uuid.uuid4().hex,
+        user=user,
         format=image.format,
         content_type=_CONTENT_TYPES[image.format],
         width=image.width,
@@ -63,14 +66,18 @@ async def create_upload(request: web.Request) -> web.Response:
     await request.app[REDIS].set(
         keys.upload(upload.id), upload.model_dump_json(), ex=settings.inputs_ttl
     )
-    return web.json_response(upload.view(), status=201, headers={"Location": upload.url})
+    return web.json_response(
+        upload.view(signer(request.app)), status=201, headers={"Location": upload.url}
+    )
 
 
 async def get_upload_record(request: web.Request, upload_id: str) -> Upload:
+    """The upload, if the caller may see it; another user's is as unknown as a missing one."""
     raw = await request.app[REDIS].get(keys.upload(upload_id))
-    if raw is None:
+    upload = Upload.model_validate_json(raw) if raw is not None else None
+    if upload is None or not may_see(request, upload.user):
         raise NotFound(f"no upload with id {upload_id!r}", code="upload_not_found")
-    return Upload.model_validate_json(raw)
+    return upload
 
 
 @routes.get("/api/uploads/{upload_id}")

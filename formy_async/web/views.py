@@ -1,10 +1,9 @@
-"""The HTTP API for jobs (submit, inspect, list, cancel, events, outputs) and health."""
+"""The HTTP API for a caller's jobs (inspect, list, cancel, events, outputs) and health."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import uuid
+import html
 from importlib import resources
 from typing import Any
 
@@ -13,13 +12,14 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from .. import keys
-from ..errors import BadRequest, Conflict, Gone, InvalidParams, NotFound
-from ..models import Cancelled, Job, JobStatus, JobView, SubmitJob, Submitted, now
+from ..auth import mint_token
+from ..errors import BadRequest, Conflict, Gone, NotFound
+from ..models import Cancelled, JobStatus, JobView, now
 from ..signals import request_cancel
 from ..storage import content_type_of, output_key
-from ..workflows import Workflow
-from .catalog import MODELS
-from .context import ARQ, CATALOGUE, HTTP, REDIS, SETTINGS, STORAGE, STORE
+from ..webhooks import enqueue_webhook
+from .context import ARQ, HTTP, REDIS, SETTINGS, STORAGE, STORE
+from .security import caller, owned_job, signer
 
 routes = web.RouteTableDef()
 
@@ -32,69 +32,11 @@ def _json(model: BaseModel | list[Any] | dict[str, Any], status: int = 200) -> w
     return web.json_response(model, status=status)
 
 
-async def _body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="malformed_json") from None
-
-
-@routes.post("/api/jobs")
-async def submit_job(request: web.Request) -> web.Response:
-    """Validate the workflow and params, store the job and its first event, enqueue it."""
-    try:
-        body = SubmitJob.model_validate(await _body(request))
-    except ValidationError as exc:
-        raise BadRequest(
-            'the body must be {"workflow": name, "params": {...}}: '
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
-            code="invalid_body",
-        ) from None
-    workflow = request.app[CATALOGUE].get_or_raise(body.workflow)
-    params = workflow.resolve(body.params)
-    await _check_references(request, workflow, params)
-    settings = request.app[SETTINGS]
-    if body.time_limit is not None and body.time_limit > settings.job_timeout:
-        raise InvalidParams(
-            f"time_limit may be at most {settings.job_timeout:g} seconds", code="invalid_body"
-        )
-    job = Job(
-        id=uuid.uuid4().hex, workflow=workflow.name, params=params, time_limit=body.time_limit
-    )
-    await request.app[STORE].append(
-        job, Submitted(job_id=job.id, workflow=job.workflow), create=True
-    )
-    await request.app[ARQ].enqueue_job(keys.RUN_JOB, job.id, _job_id=job.id)
-    view = JobView.of(job)
-    return web.Response(
-        text=view.model_dump_json(),
-        status=202,
-        content_type="application/json",
-        headers={"Location": view.links["self"]},
-    )
-
-
-async def _check_references(
-    request: web.Request, workflow: Workflow, params: dict[str, Any]
-) -> None:
-    """Uploads the params name exist; models they name are on the ComfyUI backend."""
-    redis = request.app[REDIS]
-    for param in workflow.image_params():
-        upload_id = params.get(param)
-        if upload_id is not None and not await redis.exists(keys.upload(upload_id)):
-            raise InvalidParams(
-                f"{param}: no upload with id {upload_id!r} (it may have expired)",
-                code="upload_not_found",
-                details=[{"param": param, "type": "upload_not_found"}],
-            )
-    await request.app[MODELS].check(workflow, params)
-
-
 @routes.post("/api/jobs/{job_id}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
     """A pending job is cancelled at once (200); a running one is stopped by its worker (202)."""
     store = request.app[STORE]
-    job = await store.get(request.match_info["job_id"])
+    job = await owned_job(request, request.match_info["job_id"])
     if job.is_final:
         raise Conflict(f"job {job.id} is already {job.status}", code="job_finished")
     if job.status == "pending":
@@ -102,17 +44,18 @@ async def cancel_job(request: web.Request) -> web.Response:
         if await store.append(job, Cancelled(job_id=job.id)):
             # a worker that picked the job up meanwhile sees it final and stops its prompt
             await request_cancel(request.app[REDIS], job.id, request.app[SETTINGS].job_ttl)
-            return _json(JobView.of(job))
+            await enqueue_webhook(request.app[ARQ], job)
+            return _json(JobView.of(job, signer(request.app)))
         job = await store.get(job.id)
         raise Conflict(f"job {job.id} is already {job.status}", code="job_finished")
     await request_cancel(request.app[REDIS], job.id, request.app[SETTINGS].job_ttl)
-    return _json(JobView.of(job), status=202)
+    return _json(JobView.of(job, signer(request.app)), status=202)
 
 
 @routes.get("/api/jobs/{job_id}/preview")
 async def get_preview(request: web.Request) -> web.Response:
     """The latest live preview of a running job (see `preview` events)."""
-    job = await request.app[STORE].get(request.match_info["job_id"])
+    job = await owned_job(request, request.match_info["job_id"])
     preview: dict[bytes, bytes] = await request.app[REDIS].hgetall(keys.job_preview(job.id))  # type: ignore[misc]
     if not preview:
         raise NotFound(f"job {job.id} has no preview", code="preview_not_found")
@@ -126,13 +69,18 @@ async def get_preview(request: web.Request) -> web.Response:
 @routes.get("/api/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     """Newest first; `?status=`, `?limit=` (1–100, default 20), `?cursor=` from the last page."""
+    identity = caller(request)
     query = _list_query(request)
     jobs, next_cursor = await request.app[STORE].page(
-        status=query.status, limit=query.limit, cursor=query.cursor
+        user=None if identity.admin else identity.user,
+        status=query.status,
+        limit=query.limit,
+        cursor=query.cursor,
     )
+    sign = signer(request.app)
     return web.json_response(
         {
-            "jobs": [JobView.of(job).model_dump(mode="json") for job in jobs],
+            "jobs": [JobView.of(job, sign).model_dump(mode="json") for job in jobs],
             "next_cursor": next_cursor,
         }
     )
@@ -156,8 +104,8 @@ def _list_query(request: web.Request) -> _ListQuery:
 
 @routes.get("/api/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[STORE].get(request.match_info["job_id"])
-    return _json(JobView.of(job))
+    job = await owned_job(request, request.match_info["job_id"])
+    return _json(JobView.of(job, signer(request.app)))
 
 
 @routes.get("/api/jobs/{job_id}/events")
@@ -169,14 +117,14 @@ async def job_events(request: web.Request) -> web.Response:
     except ValueError:
         raise BadRequest("after must be an integer", code="invalid_query") from None
     store = request.app[STORE]
-    await store.get(job_id)
+    await owned_job(request, job_id)
     raw = await store.events(job_id, max(after, 0))
     return web.Response(text="[" + ",".join(raw) + "]", content_type="application/json")
 
 
 @routes.get("/api/jobs/{job_id}/outputs/{filename}")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    job = await request.app[STORE].get(request.match_info["job_id"])
+    job = await owned_job(request, request.match_info["job_id"])
     filename = request.match_info["filename"]
     if not any(o.filename == filename for o in job.outputs):
         raise NotFound(f"job {job.id} has no output {filename!r}", code="output_not_found")
@@ -240,4 +188,9 @@ async def _check_comfyui(request: web.Request) -> str:
 @routes.get("/")
 async def index(request: web.Request) -> web.Response:
     page = resources.files("formy_async").joinpath("static/index.html").read_text()
-    return web.Response(text=page, content_type="text/html")
+    settings = request.app[SETTINGS]
+    if settings.page_user:  # `formy-async run` only: zero set-up for the person trying it
+        token = mint_token(settings.secret_key, settings.page_user, ttl=12 * 3600)
+        meta = f'<meta name="formy-token" content="{html.escape(token)}">'
+        page = page.replace("</head>", f"{meta}\n</head>", 1)
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from typing import Any
 
 import structlog
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 from pydantic import ValidationError
 
 from .. import keys
+from ..auth import Identity, bearer, verify_token
+from ..errors import Forbidden, Unauthorized
 from ..events import EventHub
 from ..jobstore import JobStore
-from ..models import CLIENT_MESSAGE_ADAPTER, Subscribe, Unsubscribe
+from ..metrics import WebMetrics, event_ts
+from ..models import CLIENT_MESSAGE_ADAPTER, Authenticate, Job, Subscribe, Unsubscribe
 from .context import HUB, SETTINGS, SOCKETS, STORE
+from .metrics import METRICS
+from .security import origin_allowed
 
 log = structlog.get_logger()
 
@@ -30,8 +36,16 @@ class Connection:
     job's event log before the live event is sent.
     """
 
-    def __init__(self, ws: web.WebSocketResponse, hub: EventHub, store: JobStore, size: int):
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        hub: EventHub,
+        store: JobStore,
+        size: int,
+        metrics: WebMetrics | None = None,
+    ):
         self.ws = ws
+        self.metrics = metrics
         self.hub = hub
         self.store = store
         self.last_seq: dict[str, int] = {}
@@ -61,8 +75,10 @@ class Connection:
 
     # --- called by the handler ----------------------------------------------------------------
 
-    async def subscribe(self, job_id: str, after: int) -> None:
-        if not await self.store.redis.exists(keys.job(job_id)):
+    async def subscribe(self, job_id: str, after: int, identity: Identity) -> None:
+        raw = await self.store.redis.get(keys.job(job_id))
+        owner = Job.model_validate_json(raw).user if raw is not None else None
+        if owner is None or not (identity.admin or owner == identity.user):
             await self.send_control(
                 "error",
                 job_id=job_id,
@@ -109,6 +125,8 @@ class Connection:
                     if seq == _SYNC:
                         continue
                 await self.ws.send_str(raw)
+                if self.metrics is not None:
+                    self.metrics.event_sent(event_ts(raw))
                 if job_id in self.last_seq:
                     self.last_seq[job_id] = seq
 
@@ -121,35 +139,96 @@ class Connection:
                 self.last_seq[job_id] += 1
 
 
+#: close codes a browser sees: the token is missing, invalid or has expired
+CLOSE_UNAUTHORIZED = 4401
+AUTH_TIMEOUT = 10.0
+
+
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    """GET /ws: takes `subscribe` (job_id, after) and `unsubscribe` (job_id) messages."""
+    """GET /ws: takes `subscribe` (job_id, after) and `unsubscribe` (job_id) messages.
+
+    The token comes as `?token=`, an Authorization header, or a first `{"type": "auth"}`
+    message; a foreign Origin is refused with 403 before the upgrade.
+    """
+    if not origin_allowed(request):
+        raise Forbidden("this origin may not open the WebSocket", code="origin_not_allowed")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, compress=False, max_msg_size=65536)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    conn = Connection(ws, request.app[HUB], request.app[STORE], settings.ws_queue_size)
+    identity = await _authenticate(request, ws)
+    if identity is None:
+        return ws
+    metrics = request.app[METRICS]
+    conn = Connection(ws, request.app[HUB], request.app[STORE], settings.ws_queue_size, metrics)
+    expiry = asyncio.create_task(_close_at_expiry(ws, identity))
+    metrics.connection_opened()
     try:
         async for msg in ws:
-            if msg.type is not WSMsgType.TEXT:
-                await conn.send_control(
-                    "error", error={"code": "bad_message", "message": "send JSON text messages"}
-                )
-                continue
-            try:
-                command = CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
-            except ValidationError as exc:
-                await conn.send_control(
-                    "error", error={"code": "bad_message", "message": _first_error(exc)}
-                )
-                continue
+            command = await _command(conn, msg)
             if isinstance(command, Subscribe):
-                await conn.subscribe(command.job_id, command.after)
+                await conn.subscribe(command.job_id, command.after, identity)
             elif isinstance(command, Unsubscribe):
                 conn.unsubscribe(command.job_id)
                 await conn.send_control("unsubscribed", job_id=command.job_id)
     finally:
+        metrics.connection_closed()
+        expiry.cancel()
         await conn.aclose()
     return ws
+
+
+async def _command(conn: Connection, msg: WSMessage) -> Any:
+    if msg.type is not WSMsgType.TEXT:
+        await conn.send_control(
+            "error", error={"code": "bad_message", "message": "send JSON text messages"}
+        )
+        return None
+    try:
+        return CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
+    except ValidationError as exc:
+        await conn.send_control(
+            "error", error={"code": "bad_message", "message": _first_error(exc)}
+        )
+        return None
+
+
+async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Identity | None:
+    """The caller's identity, or None after closing the socket with 4401 and the reason."""
+    secret = request.app[SETTINGS].secret_key
+    try:
+        token = request.query.get("token") or bearer(request.headers.get("Authorization"))
+        if not token:
+            try:
+                msg = await ws.receive(timeout=AUTH_TIMEOUT)
+            except TimeoutError:
+                raise Unauthorized("send the token first", code="token_missing") from None
+            command = (
+                CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
+                if msg.type is WSMsgType.TEXT
+                else None
+            )
+            if not isinstance(command, Authenticate):
+                raise Unauthorized(
+                    'the first message must be {"type": "auth"}', code="token_missing"
+                )
+            token = command.token
+        return verify_token(secret, token)
+    except (Unauthorized, ValidationError) as exc:
+        code = exc.code if isinstance(exc, Unauthorized) else "token_missing"
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(
+                json.dumps({"type": "error", "error": {"code": code, "message": str(exc)}})
+            )
+        await ws.close(code=CLOSE_UNAUTHORIZED, message=code.encode())
+        return None
+
+
+async def _close_at_expiry(ws: web.WebSocketResponse, identity: Identity) -> None:
+    if identity.expires_at is None:
+        return
+    await asyncio.sleep(max(0.0, identity.expires_at - time.time()))
+    await ws.close(code=CLOSE_UNAUTHORIZED, message=b"token_expired")
 
 
 def _first_error(exc: ValidationError) -> str:

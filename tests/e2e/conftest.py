@@ -29,7 +29,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
-from ..conftest import ROOT, free_port
+from ..conftest import ROOT, TEST_SECRET, free_port
 
 CHROMIUM = os.environ.get("FORMY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -85,6 +85,8 @@ class Server:
         }
         env |= {
             "FORMY_SIMULATOR_STEP_DELAY": STEP_DELAY,
+            "SECRET_KEY": TEST_SECRET,
+            "FORMY_MAX_CONCURRENT_TASKS_PER_USER": "50",
             "FORMY_STORAGE_DIR": str(storage),
             "FORMY_LOG_FORMAT": "json",
         }

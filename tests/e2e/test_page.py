@@ -11,6 +11,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Locator, Page, Request, expect
 
+from formy_async.auth import mint_token
+
+from ..conftest import TEST_SECRET
 from .conftest import Pages, Server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -68,7 +71,11 @@ async def expect_image_loaded(image: Locator) -> None:
 
 
 def get_json(server: Server, path: str) -> Any:
-    with urllib.request.urlopen(server.url + path, timeout=5) as response:
+    token = mint_token(TEST_SECRET, "demo", ttl=600)  # the page's own user
+    request = urllib.request.Request(
+        server.url + path, headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.load(response)
 
 
@@ -108,7 +115,7 @@ async def test_job_shows_progress_then_its_image(pages: Pages) -> None:
     async with page.expect_popup() as popup:
         await image.click()
     full = await popup.value
-    assert re.search(r"/api/jobs/\w+/outputs/[\w.]+\.png$", full.url)
+    assert re.search(r"/api/jobs/\w+/outputs/[\w.]+\.png\?exp=\d+&sig=\w+$", full.url)
     await full.close()
 
 
@@ -246,13 +253,14 @@ async def test_token_in_the_address_goes_with_every_request(pages: Pages) -> Non
     page = await pages.open("about:blank")
     fetches: list[Request] = []
     page.on("request", lambda r: fetches.append(r) if r.resource_type == "fetch" else None)
-    await page.goto("/#token=e2e-secret")
+    token = mint_token(TEST_SECRET, "bob", ttl=600)
+    await page.goto(f"/#token={token}")
     await expect(page.locator("#conn")).to_have_text("Live")
     assert "token" not in page.url, "the token stayed in the address bar"
-    assert "token=e2e-secret" in await page.evaluate("window.__e2e.sockets[0].url")
+    assert f"token={token}" in await page.evaluate("window.__e2e.sockets[0].url")
 
     await page.reload()  # from localStorage now
     await expect(page.locator("#conn")).to_have_text("Live")
-    assert "token=e2e-secret" in await page.evaluate("window.__e2e.sockets[0].url")
+    assert f"token={token}" in await page.evaluate("window.__e2e.sockets[0].url")
     assert len(fetches) >= 4
-    assert {await r.header_value("authorization") for r in fetches} == {"Bearer e2e-secret"}
+    assert {await r.header_value("authorization") for r in fetches} == {f"Bearer {token}"}

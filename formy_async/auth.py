@@ -1,0 +1,100 @@
+"""Identity: JWT bearer tokens (HS256, expiry required) and signed URLs for `<img src>`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import jwt
+
+from .errors import Unauthorized
+
+ALGORITHM = "HS256"
+USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the token's subject, and whether its scope is `admin`."""
+
+    user: str
+    admin: bool = False
+    expires_at: float | None = None
+
+
+def mint_token(
+    secret: str, user: str, *, admin: bool = False, ttl: float = 3600, now: float | None = None
+) -> str:
+    """A token for `user`, as a web app with its own login mints them (same secret, HS256)."""
+    if not USER_ID.match(user):
+        raise ValueError(f"user ids are 1–128 letters, digits or . _ @ + -: {user!r}")
+    issued = int(now if now is not None else time.time())
+    claims: dict[str, object] = {"sub": user, "iat": issued, "exp": issued + int(ttl)}
+    if admin:
+        claims["scope"] = "admin"
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(secret: str, token: str) -> Identity:
+    """The identity a token carries; Unauthorized naming what is wrong with it otherwise."""
+    if not token:
+        raise Unauthorized("a bearer token is required", code="token_missing")
+    try:
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("the token has expired", code="token_expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"the token is not valid: {exc}", code="token_invalid") from None
+    user = claims.get("sub")
+    if not isinstance(user, str) or not USER_ID.match(user):
+        raise Unauthorized("the token's subject is not a valid user id", code="token_invalid")
+    scope = claims.get("scope", "")
+    admin = isinstance(scope, str) and "admin" in scope.split()
+    return Identity(user=user, admin=admin, expires_at=float(claims["exp"]))
+
+
+def bearer(header: str | None) -> str:
+    """The token in an `Authorization: Bearer …` header ('' when there is none)."""
+    if not header:
+        return ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("use `Authorization: Bearer <token>`", code="token_invalid")
+    return token.strip()
+
+
+def _signature(secret: str, path: str, expires: int) -> str:
+    message = f"{path}\n{expires}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:40]
+
+
+def sign_url(secret: str, path: str, ttl: float, now: float | None = None) -> str:
+    """`path?exp=…&sig=…`: works without a header (an `<img src>`) until it expires."""
+    expires = int((now if now is not None else time.time()) + ttl)
+    return f"{path}?{urlencode({'exp': expires, 'sig': _signature(secret, path, expires)})}"
+
+
+def check_signed(secret: str, path: str, exp: str, sig: str, now: float | None = None) -> bool:
+    """Whether `exp`/`sig` are a valid, unexpired signature of `path`."""
+    try:
+        expires = int(exp)
+    except ValueError:
+        return False
+    if expires < (now if now is not None else time.time()):
+        return False
+    return hmac.compare_digest(_signature(secret, path, expires), sig)
+
+
+def parse_ttl(text: str) -> float:
+    """`90`, `90s`, `15m`, `1h`, `7d` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 15m, 1h, 7d)")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]

@@ -1,0 +1,123 @@
+"""Who may call: bearer tokens, signed URLs for `<img src>`, per-user limits, allowed origins."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .. import keys
+from ..auth import Identity, bearer, check_signed, sign_url, verify_token
+from ..errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from ..models import Job
+from .context import REDIS, SETTINGS, STORE
+
+IDENTITY = web.RequestKey("identity", Identity)
+SIGNED = web.RequestKey("signed", bool)
+
+#: GET routes an `<img src>` reaches: a valid signature stands in for the bearer token
+_SIGNABLE = re.compile(r"^/api/(jobs/[^/]+/(outputs/[^/]+|preview)|uploads/[^/]+)$")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every `/api/*` request carries a valid token (or, for images, a valid signature)."""
+    if not request.path.startswith("/api/") or request.method == "OPTIONS":
+        return await handler(request)
+    secret = request.app[SETTINGS].secret_key
+    if "sig" in request.query and request.method == "GET" and _SIGNABLE.match(request.path):
+        if not check_signed(
+            secret, request.path, request.query.get("exp", ""), request.query["sig"]
+        ):
+            raise Unauthorized("the signed URL is invalid or has expired", code="signature_invalid")
+        request[SIGNED] = True
+        return await handler(request)
+    request[IDENTITY] = verify_token(secret, bearer(request.headers.get("Authorization")))
+    return await handler(request)
+
+
+def caller(request: web.Request) -> Identity:
+    identity: Identity | None = request.get(IDENTITY)
+    if identity is None:
+        raise Unauthorized("a bearer token is required", code="token_missing")
+    return identity
+
+
+def require_admin(request: web.Request) -> Identity:
+    identity = caller(request)
+    if not identity.admin:
+        raise Forbidden("this needs a token with the admin scope", code="admin_required")
+    return identity
+
+
+def may_see(request: web.Request, owner: str) -> bool:
+    if request.get(SIGNED):
+        return True  # the signature was issued for this very path, to its owner
+    identity = caller(request)
+    return identity.admin or identity.user == owner
+
+
+async def owned_job(request: web.Request, job_id: str) -> Job:
+    """The job, if the caller may see it; another user's job is as unknown as a missing one."""
+    job = await request.app[STORE].get(job_id)
+    if not may_see(request, job.user):
+        raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+    return job
+
+
+def signer(app: web.Application) -> Callable[[str], str]:
+    settings = app[SETTINGS]
+    return lambda path: sign_url(settings.secret_key, path, settings.signed_url_ttl)
+
+
+async def check_rate(request: web.Request, user: str) -> None:
+    """Per-user submissions per minute, counted in Redis so that it holds across processes."""
+    limit = request.app[SETTINGS].submissions_per_minute
+    now = time.time()
+    minute = int(now // 60)
+    key = keys.submission_window(user, minute)
+    async with request.app[REDIS].pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        count, _ = await pipe.execute()
+    if count > limit:
+        raise TooManyRequests(
+            f"more than {limit} submissions in a minute; try again shortly",
+            retry_after=max(1, int(60 - now % 60)),
+            code="rate_limited",
+        )
+
+
+def origin_allowed(request: web.Request) -> bool:
+    """No Origin (not a browser), the server's own, or one configured in FORMY_CORS_ORIGINS."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    if origin in request.app[SETTINGS].cors_origins:
+        return True
+    return urlsplit(origin).netloc.lower() == (request.host or "").lower()
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS for the configured origins only; any other origin gets no CORS headers."""
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[SETTINGS].cors_origins
+    if request.method == "OPTIONS" and request.path.startswith("/api/"):
+        if not allowed:
+            raise Forbidden("this origin may not call the API", code="origin_not_allowed")
+        response: web.StreamResponse = web.Response(status=204)
+    else:
+        response = await handler(request)
+    if allowed and origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        if request.method == "OPTIONS":
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Max-Age"] = "600"
+    return response
