@@ -1,0 +1,105 @@
+"""`GET /metrics` in Prometheus format, the HTTP metrics middleware, and their set-up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import time
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..errors import Unauthorized
+from ..metrics import Snapshot, WebMetrics, backend_label, snapshot
+from .context import HTTP, REDIS, SETTINGS
+
+log = structlog.get_logger()
+
+METRICS = web.AppKey("metrics", WebMetrics)
+
+#: the most a scrape waits for Redis, and for the ComfyUI backend to answer
+SCRAPE_TIMEOUT = 5.0
+PROBE_TIMEOUT = 2.0
+
+
+def setup_metrics(app: web.Application) -> WebMetrics:
+    """Give `app` its own metrics, the `/metrics` route and the HTTP middleware (outermost)."""
+    metrics = WebMetrics()
+    app[METRICS] = metrics
+    # first in the list: it sees every response, including the error middleware's
+    app.middlewares.insert(0, metrics_middleware)
+    app.router.add_get("/metrics", metrics_view)
+    return metrics
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    """GET /metrics: this process's metrics and the shared ones, read from Redis now."""
+    token = request.app[SETTINGS].metrics_token
+    if token and not _bearer_matches(request, token):
+        raise Unauthorized("send the metrics token as `Authorization: Bearer <token>`")
+    metrics = request.app[METRICS]
+    backend = backend_label(request.app[SETTINGS].comfyui_base)
+    shared, up = await asyncio.gather(
+        _snapshot(request.app[REDIS]),
+        _answers(request.app[HTTP], request.app[SETTINGS].comfyui_base),
+    )
+    if shared is not None:
+        shared = dataclasses.replace(shared, backends_up={backend: up})
+    metrics.shared.update(shared)
+    return web.Response(
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def _bearer_matches(request: web.Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
+async def _snapshot(redis: Redis) -> Snapshot | None:
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT):
+            return await snapshot(redis)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning("metrics_snapshot_failed", error=str(exc))
+        return None
+
+
+async def _answers(session: aiohttp.ClientSession, base: str) -> bool:
+    """Whether ComfyUI answers `/system_stats` (what `/readyz` asks too)."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        async with session.get(base + "/system_stats", timeout=timeout) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time each request under its route template (`/api/jobs/{id}`), not its path."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # what the error middleware lets through (redirects)
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        status = 499  # the client went away first
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        request.app[METRICS].request_done(request.method, route, status, seconds)

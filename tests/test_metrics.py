@@ -1,0 +1,373 @@
+"""GET /metrics: shared job metrics from Redis, live values, the web process's own, the token."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis as sync_redis
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from formy_async import keys
+from formy_async.connections import arq_pool
+from formy_async.jobstore import JobStore
+from formy_async.metrics import (
+    METRICS_KEY,
+    SnapshotCollector,
+    WebMetrics,
+    event_ts,
+    record_finished,
+    record_job_finished,
+    record_submitted,
+    snapshot,
+)
+from formy_async.models import Done, Job, Started, Submitted
+from formy_async.web.app import create_app
+from formy_async.web.metrics import METRICS
+
+from .conftest import stack_settings
+
+pytestmark = pytest.mark.redis
+
+#: a database of these tests' own, emptied before and after each one
+METRICS_DB = 11
+
+Scrape = Callable[..., Any]
+
+
+@pytest.fixture
+def db_url(redis_server_url: str) -> Iterator[str]:
+    scheme, _, rest = redis_server_url.partition("://")
+    url = f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}/{METRICS_DB}"
+    client = sync_redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(db_url)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application, port: int) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def make_app(
+    db_url: str, simulator_url: str, tmp_path: Path
+) -> Callable[..., contextlib.AbstractAsyncContextManager[tuple[web.Application, str]]]:
+    @contextlib.asynccontextmanager
+    async def build(
+        routes: tuple[web.RouteDef, ...] = (), **extra: Any
+    ) -> AsyncIterator[tuple[web.Application, str]]:
+        settings = stack_settings(db_url, simulator_url, tmp_path, **extra)
+        app = create_app(settings)  # it sets the metrics up
+        app.add_routes(routes)
+        async with serving(app, settings.port) as base:
+            yield app, base
+
+    return build
+
+
+@pytest.fixture
+async def served(make_app: Any) -> AsyncIterator[tuple[web.Application, str]]:
+    async with make_app() as served:
+        yield served
+
+
+async def scrape(base: str, token: str | None = None) -> dict[tuple[str, frozenset[Any]], float]:
+    """Every sample of GET /metrics, keyed by (name, labels)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/metrics", headers=headers) as r,
+    ):
+        assert r.status == 200, await r.text()
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = await r.text()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def buckets(
+    samples: dict[tuple[str, frozenset[Any]], float], name: str, **labels: str
+) -> dict[str, float]:
+    return {
+        dict(key)["le"]: v
+        for (sample, key), v in samples.items()
+        if sample == f"{name}_bucket" and {k: x for k, x in key if k != "le"} == labels
+    }
+
+
+# --- shared job metrics, recorded in Redis ------------------------------------------------------
+
+
+async def test_submitted_and_finished_jobs_are_counted_by_workflow_and_status(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    for workflow in ("upscale", "upscale", "text_to_image"):
+        await record_submitted(db, workflow)
+    await record_finished(db, "upscale", "done", 1.5, 0.2)
+    await record_finished(db, "upscale", "done", 2.5, 0.2)
+    await record_finished(db, "upscale", "failed", 0.7, 0.2)
+    await record_finished(db, "text_to_image", "cancelled", None, None)
+
+    samples = await scrape(served[1])
+
+    assert value(samples, "formy_jobs_submitted_total", workflow="upscale") == 2
+    assert value(samples, "formy_jobs_submitted_total", workflow="text_to_image") == 1
+    finished = "formy_jobs_finished_total"
+    assert value(samples, finished, workflow="upscale", status="done") == 2
+    assert value(samples, finished, workflow="upscale", status="failed") == 1
+    assert value(samples, finished, workflow="text_to_image", status="cancelled") == 1
+
+
+async def test_job_duration_is_a_cumulative_histogram(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    for seconds in (0.5, 0.7, 3.0, 700.0):  # 0.5 lands in le="0.5": buckets are ≤
+        await record_finished(db, "upscale", "done", seconds, None)
+
+    samples = await scrape(served[1])
+
+    name = "formy_job_duration_seconds"
+    assert buckets(samples, name, workflow="upscale") == {
+        "0.5": 1, "1.0": 2, "2.0": 2, "5.0": 3, "10.0": 3, "30.0": 3,
+        "60.0": 3, "120.0": 3, "300.0": 3, "600.0": 3, "+Inf": 4,
+    }  # fmt: skip
+    assert value(samples, f"{name}_count", workflow="upscale") == 4
+    assert value(samples, f"{name}_sum", workflow="upscale") == pytest.approx(704.2)
+    assert not buckets(samples, "formy_job_queue_wait_seconds", workflow="upscale")
+
+
+async def test_queue_wait_is_a_histogram_of_its_own(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    await record_finished(db, "upscale", "done", None, 0.03)
+    await record_finished(db, "upscale", "failed", None, 12.0)
+
+    samples = await scrape(served[1])
+
+    name = "formy_job_queue_wait_seconds"
+    assert buckets(samples, name, workflow="upscale") == {
+        "0.01": 0, "0.05": 1, "0.1": 1, "0.5": 1, "1.0": 1, "5.0": 1,
+        "10.0": 1, "30.0": 2, "60.0": 2, "+Inf": 2,
+    }  # fmt: skip
+    assert value(samples, f"{name}_sum", workflow="upscale") == pytest.approx(12.03)
+    assert value(samples, f"{name}_count", workflow="upscale") == 2
+
+
+async def test_record_job_finished_takes_the_timings_from_the_job(db: Redis) -> None:
+    job = Job(
+        id="j1", workflow="upscale", params={}, status="done", created_at=100.0, started_at=101.5,
+        finished_at=104.0,
+    )  # fmt: skip
+    await record_job_finished(db, job)
+    never_started = Job(
+        id="j2", workflow="upscale", params={}, status="cancelled", created_at=100.0
+    )
+    await record_job_finished(db, never_started)
+
+    fields = (await snapshot(db)).fields
+
+    assert fields["finished:upscale:done"] == 1
+    assert fields["finished:upscale:cancelled"] == 1
+    assert fields["duration:upscale:sum"] == 2.5
+    assert fields["duration:upscale:count"] == 1
+    assert fields["queue_wait:upscale:sum"] == 1.5
+    assert fields["queue_wait:upscale:count"] == 1
+
+
+async def test_the_counters_live_in_one_hash(db: Redis) -> None:
+    await record_submitted(db, "upscale")
+    await record_finished(db, "upscale", "done", 1.0, 0.1)
+
+    assert await db.type(METRICS_KEY) == b"hash"
+    assert await db.keys("*") == [METRICS_KEY.encode()]
+
+
+async def test_recording_without_redis_does_not_raise() -> None:
+    unreachable = Redis(port=1, socket_connect_timeout=0.5)
+    try:
+        await record_submitted(unreachable, "upscale")
+        await record_finished(unreachable, "upscale", "done", 1.0, 0.1)
+    finally:
+        await unreachable.aclose()
+
+
+# --- live values --------------------------------------------------------------------------------
+
+
+async def test_queue_depth_counts_the_jobs_in_arqs_queue(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    pool = arq_pool(db)
+    for job_id in ("q1", "q2"):
+        assert await pool.enqueue_job(keys.RUN_JOB, job_id, _job_id=job_id) is not None
+
+    samples = await scrape(served[1])
+
+    assert value(samples, "formy_queue_depth", priority="normal") == 2
+
+
+async def test_jobs_not_yet_final_are_counted_by_status(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    store = JobStore(db, ttl=60)
+    for job_id in ("p1", "p2", "r1", "d1"):
+        job = Job(id=job_id, workflow="upscale", params={}, user="alice")
+        await store.append(job, Submitted(job_id=job_id, workflow="upscale"), create=True)
+        if job_id.startswith(("r", "d")):
+            job.status = "processing"
+            await store.append(job, Started(job_id=job_id, prompt_id="x"))
+    finished = await store.get("d1")
+    finished.status = "done"
+    await store.append(finished, Done(job_id="d1", outputs=[]))
+
+    samples = await scrape(served[1])
+
+    assert value(samples, "formy_jobs", status="pending") == 2
+    assert value(samples, "formy_jobs", status="processing") == 1
+
+
+async def test_worker_heartbeats_give_workers_busy_slots_and_capacity(
+    served: tuple[web.Application, str], db: Redis
+) -> None:
+    beat = {
+        "worker_id": "w1",
+        "running": ["a", "b"],
+        "max_jobs": 4,
+        "comfyui": "http://operator:hunter2@gpu-1:8188",
+        "seen_at": time.time(),
+    }
+    await db.set(keys.worker_heartbeat("w1"), json.dumps(beat), ex=30)
+
+    samples = await scrape(served[1])
+
+    assert value(samples, "formy_workers") == 1
+    assert value(samples, "formy_backend_busy_slots", backend="http://gpu-1:8188") == 2
+    assert value(samples, "formy_backend_capacity", backend="http://gpu-1:8188") == 4
+    assert not any("hunter2" in str(labels) for _, labels in samples)
+
+
+async def test_backend_up_says_whether_comfyui_answers(
+    served: tuple[web.Application, str], simulator_url: str
+) -> None:
+    samples = await scrape(served[1])
+
+    assert value(samples, "formy_backend_up", backend=simulator_url.rstrip("/")) == 1
+    assert value(samples, "formy_redis_up") == 1
+
+
+def test_without_redis_only_redis_up_is_shown() -> None:
+    collector = SnapshotCollector()
+    collector.update(None)
+
+    families = list(collector.collect())
+
+    assert [(f.name, [s.value for s in f.samples]) for f in families] == [("formy_redis_up", [0])]
+
+
+# --- the web process's own metrics --------------------------------------------------------------
+
+
+async def test_http_requests_are_counted_by_route_template(make_app: Any) -> None:
+    async def thing(request: web.Request) -> web.Response:
+        return web.json_response({"id": request.match_info["thing_id"]})
+
+    async with make_app(routes=(web.get("/things/{thing_id}", thing),)) as (_, base):
+        async with aiohttp.ClientSession() as session:
+            for path in ("/things/one", "/things/two", "/no/such/route"):
+                async with session.get(base + path) as r:
+                    assert r.status == (404 if path.startswith("/no") else 200)
+        samples = await scrape(base)
+
+    requests = "formy_http_requests_total"
+    route = "/things/{thing_id}"
+    assert value(samples, requests, method="GET", route=route, status="200") == 2
+    assert value(samples, requests, method="GET", route="unmatched", status="404") == 1
+    duration = "formy_http_request_duration_seconds_count"
+    assert value(samples, duration, method="GET", route=route) == 2
+    assert not any("one" in dict(labels).get("route", "") for _, labels in samples)
+
+
+async def test_websocket_hooks_count_connections_and_relay_lag(
+    served: tuple[web.Application, str],
+) -> None:
+    app, base = served
+    metrics = app[METRICS]
+    metrics.connection_opened()
+    metrics.connection_opened()
+    metrics.connection_closed()
+    metrics.event_sent(time.time() - 0.3)
+
+    samples = await scrape(base)
+
+    assert value(samples, "formy_websocket_connections") == 1
+    assert value(samples, "formy_events_relayed_total") == 1
+    lag = buckets(samples, "formy_event_relay_lag_seconds")
+    assert lag["0.25"] == 0 and lag["0.5"] == 1 and lag["+Inf"] == 1
+
+
+def test_event_ts_reads_the_ts_of_a_raw_event() -> None:
+    event = Submitted(job_id="a" * 32, workflow="upscale", seq=7)
+
+    assert event_ts(event.model_dump_json()) == event.ts
+
+
+def test_each_app_has_a_registry_of_its_own() -> None:
+    first, second = WebMetrics(), WebMetrics()
+    first.connection_opened()
+
+    assert first.registry.get_sample_value("formy_websocket_connections") == 1
+    assert second.registry.get_sample_value("formy_websocket_connections") == 0
+    assert REGISTRY.get_sample_value("formy_websocket_connections") is None
+
+
+# --- the token ----------------------------------------------------------------------------------
+
+
+async def test_the_metrics_token_is_required_when_set(make_app: Any) -> None:
+    async with make_app(metrics_token="scrape-me") as (_, base), aiohttp.ClientSession() as s:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"}):
+            async with s.get(f"{base}/metrics", headers=headers) as r:
+                assert r.status == 401
+                body = await r.json()
+        assert body["error"]["code"] == "unauthorized"
+
+
+async def test_the_metrics_token_is_accepted(make_app: Any) -> None:
+    async with make_app(metrics_token="scrape-me") as (_, base):
+        samples = await scrape(base, token="scrape-me")
+
+    assert value(samples, "formy_redis_up") == 1
