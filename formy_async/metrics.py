@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -36,6 +35,7 @@ from redis.exceptions import RedisError
 
 from . import keys
 from .models import Job
+from .queue import priority_ranges
 
 log = structlog.get_logger()
 
@@ -47,8 +47,6 @@ DURATION_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, I
 QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, INF)
 RELAY_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, INF)
 
-#: queue priority → the range of arq scores its jobs are queued under (one range for now)
-QUEUE_PRIORITIES: Mapping[str, tuple[float, float]] = MappingProxyType({"normal": (-INF, INF)})
 
 #: the shared histograms: hash field prefix, metric name, help, bucket bounds
 _HISTOGRAMS: tuple[tuple[str, str, str, tuple[float, ...]], ...] = (
@@ -152,9 +150,11 @@ class Snapshot:
 
 
 async def snapshot(
-    redis: Redis, priorities: Mapping[str, tuple[float, float]] = QUEUE_PRIORITIES
+    redis: Redis, priorities: Mapping[str, tuple[float, float]] | None = None
 ) -> Snapshot:
     """Read the shared counters and the live values (O(active jobs + workers))."""
+    if priorities is None:
+        priorities = priority_ranges()
     raw: dict[bytes | str, bytes | str] = await redis.hgetall(METRICS_KEY)  # type: ignore[misc]
     depth = {
         name: int(await redis.zcount(keys.ARQ_QUEUE, _score(low), _score(high)))

@@ -53,6 +53,7 @@ class Job(BaseModel):
     finished_at: float | None = None
     prompt_id: str | None = None
     time_limit: float | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
     attempt: int = 0
     losses: int = 0
     outputs: list[OutputFile] = []
@@ -87,6 +88,7 @@ class SubmitJob(BaseModel):
     params: dict[str, Any] = {}
     graph: dict[str, dict[str, Any]] | None = Field(None, max_length=500)
     webhook_url: str | None = Field(None, max_length=2000)
+    priority: Literal["high", "normal", "low"] = "normal"
     time_limit: float | None = Field(
         None, gt=0, description="Seconds the job may run; defaults to the workflow's limit."
     )

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from . import keys
 from .jobstore import JobStore
 from .models import Job, JobError, Retrying
+from .queue import enqueue_run
 
 log = structlog.get_logger()
 
@@ -142,7 +143,7 @@ class Recovery:
                 keys.ARQ_JOB_PREFIX + job.id,
                 keys.ARQ_RETRY_PREFIX + job.id,
             )
-            await self.arq.enqueue_job(keys.RUN_JOB, job.id, _job_id=job.id)
+            await enqueue_run(self.arq, job, expires=self.store.ttl)
         if job.status == "processing":
             # a lost worker is not the job's fault, unless it keeps happening (see losses)
             job.status, job.attempt, job.losses = "pending", job.attempt - 1, job.losses + 1

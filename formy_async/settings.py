@@ -65,6 +65,9 @@ class Settings(BaseSettings):
         description="Pending + processing jobs one user may have.",
     )
     submissions_per_minute: int = Field(30, ge=1, description="Per-user submission rate.")
+    high_priority_users: Annotated[list[str], NoDecode] = Field(
+        [], description="Users who may submit `high` priority jobs (admins always may)."
+    )
     signed_url_ttl: int = Field(24 * 3600, gt=0, description="Seconds a signed output URL works.")
     page_user: str | None = Field(
         None, description="Set by `formy-async run`: the page gets a token for this user."
@@ -139,7 +142,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("raw_graph_nodes", "cors_origins", mode="before")
+    @field_validator("raw_graph_nodes", "cors_origins", "high_priority_users", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str) and not value.lstrip().startswith("["):

@@ -31,6 +31,7 @@ from formy_async.metrics import (
     snapshot,
 )
 from formy_async.models import Done, Job, Started, Submitted
+from formy_async.queue import enqueue_run
 from formy_async.web.app import create_app
 from formy_async.web.metrics import METRICS
 
@@ -232,12 +233,15 @@ async def test_queue_depth_counts_the_jobs_in_arqs_queue(
     served: tuple[web.Application, str], db: Redis
 ) -> None:
     pool = arq_pool(db)
-    for job_id in ("q1", "q2"):
-        assert await pool.enqueue_job(keys.RUN_JOB, job_id, _job_id=job_id) is not None
+    priorities = ["high", "normal", "normal", "low"]
+    for n, priority in enumerate(priorities):
+        job = Job(id=f"q{n}", workflow="w", params={}, priority=priority)  # type: ignore[arg-type]
+        assert await enqueue_run(pool, job, expires=60)
 
     samples = await scrape(served[1])
 
-    assert value(samples, "formy_queue_depth", priority="normal") == 2
+    depth = {p: value(samples, "formy_queue_depth", priority=p) for p in ("high", "normal", "low")}
+    assert depth == {"high": 1, "normal": 2, "low": 1}
 
 
 async def test_jobs_not_yet_final_are_counted_by_status(

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from .. import keys
 from ..errors import BadRequest, Forbidden, InvalidParams, TooManyRequests
 from ..models import Job, JobView, SubmitJob, Submitted
+from ..queue import enqueue_run
 from ..webhooks import check_webhook_url
 from ..workflows import Workflow, check_raw_graph
 from .catalog import MODELS
@@ -66,7 +67,12 @@ async def submit_job(request: web.Request) -> web.Response:
         raise InvalidParams(
             f"time_limit may be at most {settings.job_timeout:g} seconds", code="invalid_body"
         )
+    if body.priority == "high" and not (
+        identity.admin or identity.user in settings.high_priority_users
+    ):
+        raise Forbidden("this user may not submit high priority jobs", code="priority_not_allowed")
     job = await _job_from(request, body, identity.user, identity.admin)
+    job.priority = body.priority
     if body.webhook_url is not None:
         if not settings.webhook_secret:
             raise InvalidParams(
@@ -87,7 +93,7 @@ async def submit_job(request: web.Request) -> web.Response:
             retry_after=10,
             code="too_many_jobs",
         )
-    await request.app[ARQ].enqueue_job(keys.RUN_JOB, job.id, _job_id=job.id)
+    await enqueue_run(request.app[ARQ], job, expires=settings.job_ttl)
     view = JobView.of(job, signer(request.app))
     return web.Response(
         text=view.model_dump_json(),
