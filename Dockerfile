@@ -11,7 +11,7 @@ WORKDIR /app
 # The package and its dependencies (pyproject.toml names README.md as the long description).
 COPY pyproject.toml README.md ./
 COPY formy_async ./formy_async
-RUN pip install --no-cache-dir --disable-pip-version-check .
+RUN pip install --no-cache-dir --disable-pip-version-check ".[server]"
 
 # The entry points and the workflow catalogue are read from the working directory.
 COPY server.py worker_settings.py ./

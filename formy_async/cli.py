@@ -15,7 +15,6 @@ from typing import Any
 from .cli_output import Printer
 from .client import FormyClient
 from .errors import FormyAPIError, FormyConnectionError
-from .logs import setup_logging
 from .models import JobView
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -302,6 +301,8 @@ def _run_stack(args: argparse.Namespace) -> None:
     elif not any(os.environ.get(k) for k in ("HOST", "FORMY_HOST")):
         overrides["host"] = "127.0.0.1"  # a development stack is not for the network
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    from .logs import setup_logging  # the service's commands need the [server] extra
+
     setup_logging(
         "console" if settings.log_format == "auto" else settings.log_format, settings.log_level
     )
@@ -312,6 +313,8 @@ def _run_stack(args: argparse.Namespace) -> None:
 
 
 def _run_simulator(args: argparse.Namespace) -> None:
+    from .logs import setup_logging
+
     setup_logging("console")
     from .simulator import SimulatorConfig
     from .simulator import serve as serve_simulator

@@ -90,7 +90,7 @@ def test_procfile_commands_are_entry_points() -> None:
 
 def test_requirements_install_the_project_itself() -> None:
     lines = (ROOT / "requirements.txt").read_text().splitlines()
-    assert [line for line in lines if line.strip() and not line.startswith("#")] == ["."]
+    assert [line for line in lines if line.strip() and not line.startswith("#")] == [".[server]"]
 
 
 # --- Heroku ------------------------------------------------------------------------------------
