@@ -160,6 +160,16 @@ def make_stack(redis_url: str, simulator_url: str, tmp_path: Path) -> StackFacto
 
 
 @pytest.fixture
+async def slow_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A stack whose sampler takes 30 ms a step: long enough to act while a job runs."""
+    async with (
+        run_simulator(SimulatorConfig(step_delay=0.03)) as comfy,
+        running_stack(stack_settings(redis_url, comfy, tmp_path)) as stack,
+    ):
+        yield stack
+
+
+@pytest.fixture
 async def stack(redis_url: str, simulator_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     """Web app + arq worker on the real Redis and the simulator, on free ports."""
     async with running_stack(stack_settings(redis_url, simulator_url, tmp_path)) as s:

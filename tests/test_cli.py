@@ -7,7 +7,6 @@ import json
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ import pytest
 
 from formy_async.cli import parse_params, run_command
 from formy_async.client import FormyClient
-from formy_async.embedded import Stack, running_stack
+from formy_async.embedded import Stack
 from formy_async.models import JobView
-from formy_async.simulator import SimulatorConfig, run_simulator
 
-from .conftest import ROOT, TOKEN, free_port, stack_settings
+from .conftest import ROOT, TOKEN, free_port
 from .helpers import api_session
 
 SMALL = ["-p", "prompt=a red fox", "-p", "steps=2", "-p", "width=64", "-p", "height=64"]
@@ -31,16 +29,6 @@ LONG = ["-p", "prompt=a red fox", "-p", "steps=150", "-p", "width=64", "-p", "he
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every command calls the API as alice, as FORMY_TOKEN says."""
     monkeypatch.setenv("FORMY_TOKEN", TOKEN)
-
-
-@pytest.fixture
-async def slow_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """A stack whose sampler takes 30 ms a step: long enough to act while a job runs."""
-    async with (
-        run_simulator(SimulatorConfig(step_delay=0.03)) as comfy,
-        running_stack(stack_settings(redis_url, comfy, tmp_path)) as stack,
-    ):
-        yield stack
 
 
 async def cli(*argv: str) -> int:

@@ -18,25 +18,14 @@ from PIL import Image
 
 import formy_async.client
 from formy_async.client import FormyClient
-from formy_async.embedded import Stack, running_stack
+from formy_async.embedded import Stack
 from formy_async.errors import FormyAPIError, FormyConnectionError
 from formy_async.models import Done, Job, JobView, Progress, Started
-from formy_async.simulator import SimulatorConfig, run_simulator
 
-from .conftest import TOKEN, free_port, stack_settings
+from .conftest import TOKEN, free_port
 from .helpers import api_session
 
 SMALL: dict[str, Any] = {"prompt": "a red fox", "steps": 2, "width": 64, "height": 64}
-
-
-@pytest.fixture
-async def slow_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """A stack whose sampler takes 30 ms a step: long enough to act while a job runs."""
-    async with (
-        run_simulator(SimulatorConfig(step_delay=0.03)) as comfy,
-        running_stack(stack_settings(redis_url, comfy, tmp_path)) as stack,
-    ):
-        yield stack
 
 
 @pytest.fixture

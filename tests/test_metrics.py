@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis as sync_redis
 from aiohttp import web
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -40,29 +39,18 @@ from .conftest import stack_settings
 pytestmark = pytest.mark.redis
 
 #: a database of these tests' own, emptied before and after each one
-METRICS_DB = 11
 
 Scrape = Callable[..., Any]
 
 
 @pytest.fixture
-def db_url(redis_server_url: str) -> Iterator[str]:
-    scheme, _, rest = redis_server_url.partition("://")
-    url = f"{scheme}://{rest.split('/', 1)[0].split('?', 1)[0]}/{METRICS_DB}"
-    client = sync_redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
+def db_url(redis_url: str) -> str:
+    return redis_url
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(db_url)
-    yield client
-    await client.aclose()
+def db(redis: Redis) -> Redis:
+    return redis
 
 
 @contextlib.asynccontextmanager
