@@ -14,7 +14,6 @@ from unittest import mock
 import arq.worker
 import structlog
 from aiohttp import web
-from pydantic import HttpUrl
 from redis.asyncio import Redis
 
 from .connections import arq_pool, fake_redis, redis_from_settings
@@ -68,7 +67,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         if settings.uses_embedded_comfyui():
             config = SimulatorConfig(step_delay=settings.simulator_step_delay)
             comfy_url = await stack.enter_async_context(run_simulator(config))
-            settings = settings.model_copy(update={"comfyui_url": HttpUrl(comfy_url)})
+            settings = settings.model_copy(update={"comfyui_url": comfy_url})
         runner = web.AppRunner(create_app(settings, redis=redis), shutdown_timeout=2)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

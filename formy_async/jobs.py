@@ -34,6 +34,7 @@ from .models import (
     now,
 )
 from .models import Output as OutputEvent
+from .pool import BackendPool
 from .progress import ProgressTracker
 from .recovery import Recovery
 from .settings import Settings
@@ -60,7 +61,7 @@ class WorkerContext:
 
     settings: Settings
     store: JobStore
-    comfy: ComfyClient
+    pool: BackendPool
     catalogue: Catalogue
     storage: Storage
     cancels: CancelWatcher
@@ -72,6 +73,7 @@ class JobRun:
 
     def __init__(self, wc: WorkerContext, job: Job, workflow: Workflow) -> None:
         self.wc = wc
+        self.comfy: ComfyClient = wc.pool.clients[wc.pool.specs[0].url]  # until a slot is held
         self.job = job
         self.workflow = workflow
         self.log = log.bind(job_id=job.id, workflow=job.workflow)
@@ -114,7 +116,7 @@ class JobRun:
             await work
         if self.job.prompt_id:
             with contextlib.suppress(ComfyError):
-                await self.wc.comfy.cancel(self.job.prompt_id)
+                await self.comfy.cancel(self.job.prompt_id)
 
     # --- the steps ----------------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class JobRun:
         await self.record(Started(job_id=self.job.id, prompt_id=prompt_id))
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         await self.follow(graph, prompt_id)
-        entry = await self.wc.comfy.result(prompt_id)
+        entry = await self.comfy.result(prompt_id)
         await self.collect_outputs(entry)
         self.job.status, self.job.progress, self.job.finished_at = "done", 100, now()
         await self.record(
@@ -152,12 +154,12 @@ class JobRun:
             probed = await images.probe(data)
             ext = {"jpeg": ".jpg", "webp": ".webp"}.get(probed[0] if probed else "", ".png")
             name = f"formy_{self.job.id}_{param}{ext}"
-            names[param] = await self.wc.comfy.upload_image(data, name)
+            names[param] = await self.comfy.upload_image(data, name)
         return names
 
     async def follow(self, graph: dict[str, Any], prompt_id: str) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
-        async for message in self.wc.comfy.run(graph, prompt_id):
+        async for message in self.comfy.run(graph, prompt_id):
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
             elif isinstance(message, Executing) and message.node is not None:
@@ -199,7 +201,7 @@ class JobRun:
         """Fetch every output over /view (ComfyUI's disk may be elsewhere) into our storage."""
         counts: dict[str, int] = {}
         for node_id, ref in entry.images(self.workflow.manifest.outputs):
-            data = await self.wc.comfy.view(ref)
+            data = await self.comfy.view(ref)
             counts[node_id] = counts.get(node_id, 0) + 1
             ext = posixpath.splitext(ref.filename)[1].lower() or ".png"
             filename = f"{node_id}_{counts[node_id]}{ext}"
@@ -312,8 +314,19 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
                 ComfyUnavailable(f"gave up after {max_attempts} attempts", code="too_many_attempts")
             )
             return job.status
-        async with wc.recovery.lease(job.id), wc.cancels.watch(job.id) as cancelled:
-            await run.run(cancelled)
+        async with (
+            wc.recovery.lease(job.id),
+            wc.cancels.watch(job.id) as cancelled,
+            wc.pool.slot(job, cancelled) as backend,  # waits its turn for a free ComfyUI slot
+        ):
+            if backend is None:  # cancelled while it waited: the canceller recorded it
+                return (await wc.store.get(job.id)).status
+            run.comfy, job.backend = wc.pool.clients[backend.url], backend.url
+            try:
+                await run.run(cancelled)
+            except ComfyUnavailable as exc:
+                await wc.pool.mark_down(backend.url, exc.message)
+                raise
     except ComfyInterrupted as exc:  # somebody else interrupted ComfyUI
         await run.fail(exc)
     except ComfyUnavailable as exc:
@@ -325,9 +338,9 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
         await run.fail(exc)
     except JobFinalised:
         # cancelled (or finished) elsewhere while we ran: make sure ComfyUI stops too
-        if job.prompt_id:
+        if job.prompt_id and job.backend in wc.pool.clients:
             with contextlib.suppress(ComfyError):
-                await wc.comfy.cancel(job.prompt_id)
+                await wc.pool.clients[job.backend].cancel(job.prompt_id)
         log.info("job_finalised_elsewhere")
         return (await wc.store.get(job.id)).status
     return job.status

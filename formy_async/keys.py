@@ -114,3 +114,28 @@ def submission_window(user: str, minute: int) -> str:
 
 #: the arq function that POSTs a finished job to its webhook
 DELIVER_WEBHOOK = "deliver_webhook"
+
+
+#: jobs waiting for a free ComfyUI slot, scored by their place in line (priority, then age)
+POOL_WAITING = f"{PREFIX}:pool:waiting"
+#: `<prefix><job id>` lives while the job's worker keeps asking for a slot
+POOL_WAIT_PREFIX = f"{PREFIX}:pool:wait:"
+
+
+def backend_slots(url: str) -> str:
+    """Sorted set of the jobs holding a slot on a ComfyUI backend, scored by lease end (ms)."""
+    return f"{PREFIX}:backend:{url}:slots"
+
+
+def backend_down(url: str) -> str:
+    """Set (with a TTL: the probe backoff) while a backend is out of the rotation."""
+    return f"{PREFIX}:backend:{url}:down"
+
+
+def backend_failures(url: str) -> str:
+    return f"{PREFIX}:backend:{url}:failures"
+
+
+def backend_error(url: str) -> str:
+    """The last error a backend gave."""
+    return f"{PREFIX}:backend:{url}:error"

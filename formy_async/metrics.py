@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +35,7 @@ from redis.exceptions import RedisError
 from . import keys
 from .models import Job
 from .queue import priority_ranges
+from .settings import BackendSpec
 
 log = structlog.get_logger()
 
@@ -150,7 +150,9 @@ class Snapshot:
 
 
 async def snapshot(
-    redis: Redis, priorities: Mapping[str, tuple[float, float]] | None = None
+    redis: Redis,
+    priorities: Mapping[str, tuple[float, float]] | None = None,
+    backends: Sequence[BackendSpec] = (),
 ) -> Snapshot:
     """Read the shared counters and the live values (O(active jobs + workers))."""
     if priorities is None:
@@ -161,19 +163,19 @@ async def snapshot(
         for name, (low, high) in priorities.items()
     }
     heartbeats = await _heartbeats(redis)
-    busy: defaultdict[str, int] = defaultdict(int)
-    capacity: defaultdict[str, int] = defaultdict(int)
-    for beat in heartbeats:
-        backend = backend_label(beat.comfyui)
-        busy[backend] += len(beat.running)
-        capacity[backend] += beat.max_jobs
+    now_ms = time.time() * 1000
+    busy, capacity = {}, {}
+    for spec in backends:  # slots whose lease has not run out, as the pool shares them
+        label = backend_label(spec.url)
+        busy[label] = int(await redis.zcount(keys.backend_slots(spec.url), now_ms, "+inf"))
+        capacity[label] = spec.capacity
     return Snapshot(
         fields={_text(k): float(v) for k, v in raw.items()},
         queue_depth=depth,
         jobs=await _job_counts(redis),
         workers=len(heartbeats),
-        busy_slots=dict(busy),
-        capacity=dict(capacity),
+        busy_slots=busy,
+        capacity=capacity,
     )
 
 

@@ -52,6 +52,7 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     prompt_id: str | None = None
+    backend: str | None = Field(None, description="the ComfyUI server it runs on")
     time_limit: float | None = None
     priority: Literal["high", "normal", "low"] = "normal"
     attempt: int = 0

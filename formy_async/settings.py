@@ -4,11 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl
 
-from pydantic import AliasChoices, Field, HttpUrl, RedisDsn, field_validator
+from pydantic import AliasChoices, BaseModel, Field, HttpUrl, RedisDsn, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
+
+
+class BackendSpec(BaseModel):
+    """One ComfyUI server of the pool: how many prompts it may hold at once, and its labels."""
+
+    url: str
+    capacity: int = Field(1, ge=1, le=64)
+    labels: frozenset[str] = frozenset()
+
+
+def parse_backends(value: str) -> list[BackendSpec]:
+    """`http://gpu1:8188#capacity=2&labels=sdxl|flux, http://gpu2:8188` → specs."""
+    specs = []
+    for entry in (part.strip() for part in value.split(",")):
+        if not entry:
+            continue
+        url, _, options = entry.partition("#")
+        fields = dict(parse_qsl(options, keep_blank_values=True))
+        unknown = set(fields) - {"capacity", "labels"}
+        if unknown:
+            raise ValueError(f"unknown backend options {sorted(unknown)} in {entry!r}")
+        specs.append(
+            BackendSpec(
+                url=str(HttpUrl(url)).rstrip("/"),
+                capacity=int(fields.get("capacity", "1")),
+                labels=frozenset(x for x in fields.get("labels", "").split("|") if x),
+            )
+        )
+    if not specs:
+        raise ValueError("name at least one ComfyUI URL")
+    if len({s.url for s in specs}) != len(specs):
+        raise ValueError("a ComfyUI URL is listed twice")
+    return specs
 
 
 def _env(name: str) -> AliasChoices:
@@ -40,10 +74,11 @@ class Settings(BaseSettings):
         "required",
         description="`none` for providers whose TLS certificate is self-signed (Heroku).",
     )
-    comfyui_url: HttpUrl = Field(
-        HttpUrl("http://127.0.0.1:8188"),
+    comfyui_url: str = Field(
+        "http://127.0.0.1:8188",
         validation_alias=_env("COMFYUI_URL"),
-        description="Base URL of the ComfyUI server. Unset under `formy-async run`: the simulator.",
+        description="One or more ComfyUI servers, comma-separated, each optionally "
+        "`#capacity=N&labels=a|b`. Unset under `formy-async run`: the simulator.",
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))
@@ -161,9 +196,24 @@ class Settings(BaseSettings):
         """True when no Redis URL was configured: `formy-async run` brings its own."""
         return "redis_url" not in self.model_fields_set
 
+    pool_probe_interval: float = Field(
+        5, gt=0, description="Seconds between health probes of each ComfyUI backend."
+    )
+
     def uses_embedded_comfyui(self) -> bool:
         return "comfyui_url" not in self.model_fields_set
 
+    @field_validator("comfyui_url")
+    @classmethod
+    def _backends_parse(cls, value: str) -> str:
+        parse_backends(value)  # refuses a malformed list at start-up, naming the variable
+        return value
+
+    @property
+    def backends(self) -> list[BackendSpec]:
+        return parse_backends(self.comfyui_url)
+
     @property
     def comfyui_base(self) -> str:
-        return str(self.comfyui_url).rstrip("/")
+        """The first ComfyUI backend (the one the web process asks about models)."""
+        return self.backends[0].url

@@ -13,11 +13,11 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from . import keys
-from .comfy import ComfyClient
 from .connections import arq_redis_settings, job_deserializer, job_serializer
 from .jobs import WorkerContext, run_job
 from .jobstore import JobStore
 from .logs import setup_logging
+from .pool import BackendPool
 from .recovery import Recovery
 from .retention import clean_up
 from .settings import Settings
@@ -46,6 +46,14 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         cancels = CancelWatcher(ctx["redis"])
         await cancels.start()
         store = JobStore(ctx["redis"], ttl=settings.job_ttl)
+        pool = BackendPool(
+            ctx["redis"],
+            settings.backends,
+            session,
+            lease=settings.lease_ttl,
+            probe_interval=settings.pool_probe_interval,
+        )
+        await pool.start()
         recovery = Recovery(
             ctx["redis"],
             store,
@@ -53,13 +61,16 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             lease_ttl=settings.lease_ttl,
             interval=settings.recovery_interval,
             max_attempts=settings.job_max_attempts,
-            describe={"max_jobs": settings.max_jobs, "comfyui": settings.comfyui_base},
+            describe={
+                "max_jobs": settings.max_jobs,
+                "comfyui": ", ".join(spec.url for spec in settings.backends),
+            },
         )
         await recovery.start()
         ctx["formy"] = WorkerContext(
             settings=settings,
             store=store,
-            comfy=ComfyClient(settings.comfyui_base, session),
+            pool=pool,
             catalogue=catalogue,
             storage=storage_from_settings(settings),
             cancels=cancels,
@@ -68,6 +79,7 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "formy" in ctx:
+            await ctx["formy"].pool.aclose()
             await ctx["formy"].recovery.aclose()
             await ctx["formy"].cancels.aclose()
             await ctx["formy"].storage.aclose()

@@ -217,7 +217,7 @@ async def test_stats_count_jobs_and_show_workers_and_backends(
     assert stats["jobs"]["finished"]["last_hour"] == {"cancelled": 0, "done": 1, "failed": 1}
     (worker,) = stats["workers"]
     assert worker["running"] == [running["id"]]
-    assert stats["backends"][simulator_url]["running"] == [running["id"]]
+    assert stats["backends"][simulator_url] == [running["id"]]
     assert after["jobs"]["processing"] == 0
     assert after["jobs"]["finished"]["last_day"]["cancelled"] == 1
 

@@ -72,7 +72,8 @@ def make_app(
     async def build(
         routes: tuple[web.RouteDef, ...] = (), **extra: Any
     ) -> AsyncIterator[tuple[web.Application, str]]:
-        settings = stack_settings(db_url, simulator_url, tmp_path, **extra)
+        comfyui_url = extra.pop("comfyui_url", simulator_url)
+        settings = stack_settings(db_url, comfyui_url, tmp_path, **extra)
         app = create_app(settings)  # it sets the metrics up
         app.add_routes(routes)
         async with serving(app, settings.port) as base:
@@ -252,19 +253,17 @@ async def test_jobs_not_yet_final_are_counted_by_status(
     assert value(samples, "formy_jobs", status="processing") == 1
 
 
-async def test_worker_heartbeats_give_workers_busy_slots_and_capacity(
-    served: tuple[web.Application, str], db: Redis
+async def test_workers_and_pool_slots_give_busy_slots_and_capacity(
+    make_app: Any, db: Redis
 ) -> None:
-    beat = {
-        "worker_id": "w1",
-        "running": ["a", "b"],
-        "max_jobs": 4,
-        "comfyui": "http://operator:hunter2@gpu-1:8188",
-        "seen_at": time.time(),
-    }
+    beat = {"worker_id": "w1", "running": ["a", "b"], "max_jobs": 4, "seen_at": time.time()}
     await db.set(keys.worker_heartbeat("w1"), json.dumps(beat), ex=30)
+    backend = "http://operator:hunter2@gpu-1:8188"
+    live, gone = (time.time() + 60) * 1000, (time.time() - 60) * 1000
+    await db.zadd(keys.backend_slots(backend), {"a": live, "b": live, "old": gone})
 
-    samples = await scrape(served[1])
+    async with make_app(comfyui_url=f"{backend}#capacity=4") as (_, base):
+        samples = await scrape(base)
 
     assert value(samples, "formy_workers") == 1
     assert value(samples, "formy_backend_busy_slots", backend="http://gpu-1:8188") == 2

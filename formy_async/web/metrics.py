@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from ..errors import Unauthorized
 from ..metrics import Snapshot, WebMetrics, backend_label, snapshot
+from ..settings import BackendSpec
 from .context import HTTP, REDIS, SETTINGS
 
 log = structlog.get_logger()
@@ -44,13 +45,12 @@ async def metrics_view(request: web.Request) -> web.Response:
     if token and not _bearer_matches(request, token):
         raise Unauthorized("send the metrics token as `Authorization: Bearer <token>`")
     metrics = request.app[METRICS]
-    backend = backend_label(request.app[SETTINGS].comfyui_base)
-    shared, up = await asyncio.gather(
-        _snapshot(request.app[REDIS]),
-        _answers(request.app[HTTP], request.app[SETTINGS].comfyui_base),
-    )
+    specs = request.app[SETTINGS].backends
+    shared = await _snapshot(request.app[REDIS], specs)
+    up = await asyncio.gather(*(_answers(request.app[HTTP], spec.url) for spec in specs))
     if shared is not None:
-        shared = dataclasses.replace(shared, backends_up={backend: up})
+        labels = [backend_label(spec.url) for spec in specs]
+        shared = dataclasses.replace(shared, backends_up=dict(zip(labels, up, strict=True)))
     metrics.shared.update(shared)
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -64,10 +64,10 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
     )
 
 
-async def _snapshot(redis: Redis) -> Snapshot | None:
+async def _snapshot(redis: Redis, specs: list[BackendSpec]) -> Snapshot | None:
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT):
-            return await snapshot(redis)
+            return await snapshot(redis, backends=specs)
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("metrics_snapshot_failed", error=str(exc))
         return None
