@@ -76,7 +76,7 @@ class JobRun:
         self.comfy: ComfyClient = wc.pool.clients[wc.pool.specs[0].url]  # until a slot is held
         self.job = job
         self.workflow = workflow
-        self.log = log.bind(job_id=job.id, workflow=job.workflow)
+        self.log = log.bind(job_id=job.id, workflow=job.workflow, user=job.user)
         self._last_preview = 0.0
         self._previews = 0
 
@@ -283,11 +283,11 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     wc: WorkerContext = ctx["formy"]
     job = await wc.store.get(job_id)
     if not job.is_final:
-        structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow)
+        structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow, user=job.user)
         try:
             await _attempt(wc, job)
         finally:
-            structlog.contextvars.unbind_contextvars("job_id", "workflow")
+            structlog.contextvars.unbind_contextvars("job_id", "workflow", "user", "backend")
     final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
     if final.webhook_url and final.is_final:
         await enqueue_webhook(ctx["redis"], final)  # once per job: its arq id is fixed
@@ -322,6 +322,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
             if backend is None:  # cancelled while it waited: the canceller recorded it
                 return (await wc.store.get(job.id)).status
             run.comfy, job.backend = wc.pool.clients[backend.url], backend.url
+            structlog.contextvars.bind_contextvars(backend=backend.url)
             try:
                 await run.run(cancelled)
             except ComfyUnavailable as exc:

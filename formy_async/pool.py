@@ -87,6 +87,16 @@ class BackendPool:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Probe every backend once, say plainly if none answers, then keep them checked."""
+        with contextlib.suppress(RedisError):
+            await asyncio.gather(*(self._probe(spec) for spec in self.specs))
+            down = [s.url for s in self.specs if await self.redis.exists(keys.backend_down(s.url))]
+            if len(down) == len(self.specs):
+                log.error(
+                    "no_comfyui_backend_answers",
+                    backends=down,
+                    note="jobs wait in the queue; retrying with backoff until one answers",
+                )
         self._task = asyncio.create_task(self._loop(), name="backend-pool")
 
     async def aclose(self) -> None:
