@@ -20,7 +20,7 @@ from .connections import arq_pool, fake_redis, redis_from_settings
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
 from .web.app import create_app
-from .worker import supervise, worker_options
+from .worker import FormyWorker, supervise, worker_options
 
 log = structlog.get_logger()
 
@@ -76,9 +76,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         options = worker_options(settings, configure_logging=False)
         del options["redis_settings"]
         # the worker closes its pool when it stops, so it gets a client of its own
-        worker = arq.worker.Worker(
-            **options, redis_pool=arq_pool(worker_redis), handle_signals=False
-        )
+        worker = FormyWorker(**options, redis_pool=arq_pool(worker_redis), handle_signals=False)
         worker_task = asyncio.create_task(supervise(worker), name="arq-worker")
         stack.push_async_callback(_stop_worker, worker, worker_task)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host

@@ -83,6 +83,9 @@ class BackendPool:
         self.lease = lease
         self.probe_interval = probe_interval
         self.held: dict[str, str] = {}  # job id → backend url
+        # set (and replaced) whenever this process frees a slot, so its waiters try at once;
+        # releases by other processes are found by polling
+        self._released = asyncio.Event()
         self._acquire = redis.register_script(_ACQUIRE)
         self._task: asyncio.Task[None] | None = None
 
@@ -150,13 +153,12 @@ class BackendPool:
     async def slot(self, job: Job, give_up: asyncio.Event) -> AsyncIterator[BackendSpec | None]:
         """Wait for a slot (None if `give_up` is set first); hold it while the block runs."""
         spec = None
-        delay = 0.05
+        delay = 0.02
         while spec is None and not give_up.is_set():
             spec = await self.try_acquire(job)
             if spec is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(give_up.wait(), delay)
-                delay = min(delay * 1.5, 0.5)
+                await self._wait_for_release(give_up, delay)
+                delay = min(delay * 1.5, 0.2)
         try:
             yield spec
         finally:
@@ -164,9 +166,22 @@ class BackendPool:
                 self.held.pop(job.id, None)
                 with contextlib.suppress(RedisError):
                     await self.redis.zrem(keys.backend_slots(spec.url), job.id)
+                self._released.set()
+                self._released = asyncio.Event()
             else:
                 with contextlib.suppress(RedisError):
                     await self.redis.zrem(keys.POOL_WAITING, job.id)
+
+    async def _wait_for_release(self, give_up: asyncio.Event, at_most: float) -> None:
+        waits = {
+            asyncio.ensure_future(give_up.wait()),
+            asyncio.ensure_future(self._released.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     # --- health -------------------------------------------------------------------------------
 

@@ -123,6 +123,27 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
     }
 
 
+class FormyWorker(Worker):
+    """arq's worker, minus its costliest habit.
+
+    Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
+    find it taken (three round trips each, for every job any worker runs). One pipelined
+    EXISTS over the candidates' claims skips them first.
+    """
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        ids = [j for j in job_ids if j.decode() not in self.tasks]
+        if not ids:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.exists(keys.ARQ_IN_PROGRESS_PREFIX + job_id.decode())
+            claimed = await pipe.execute()
+        free = [job_id for job_id, taken in zip(ids, claimed, strict=True) if not taken]
+        if free:
+            await super().start_jobs(free)
+
+
 async def supervise(worker: Worker) -> None:
     """Run arq's loop, and run it again when Redis goes away instead of exiting.
 
@@ -145,7 +166,7 @@ def run_worker_process(settings: Settings) -> None:
     """`formy-async worker`: an arq worker that rides out Redis restarts; stops on SIGTERM/SIGINT
     (letting running jobs finish within FORMY_SHUTDOWN_GRACE, then handing the rest back)."""
     setup_logging(settings.log_format, settings.log_level)
-    worker = Worker(**worker_options(settings, configure_logging=False))
+    worker = FormyWorker(**worker_options(settings, configure_logging=False))
     worker.main_task = worker.loop.create_task(supervise(worker))  # what arq's signals cancel
     try:
         worker.loop.run_until_complete(worker.main_task)
