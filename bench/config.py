@@ -1,0 +1,52 @@
+"""The sizes of a run: the full one (`make bench`) and `--quick`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    redis_url: str = "redis://127.0.0.1:6379/9"
+    reps: int = 3
+    # event relay: 100 jobs × 10 subscribers; a step every relay_delay seconds per job
+    relay_jobs: int = 100
+    relay_subs_per_job: int = 10
+    relay_steps: int = 10
+    relay_delay: float = 0.7
+    relay_start: float = 1.5
+    # pickup
+    pickup_jobs: int = 25
+    pickup_arq_jobs: int = 15
+    # throughput
+    throughput_jobs: int = 400
+    throughput_sim_jobs: int = 40
+    noop_jobs: int = 2000
+    # submission
+    submit_parallel: int = 32
+    submit_seconds: float = 3.0
+    # worker concurrency: sessions of session_steps × session_delay seconds
+    sessions: tuple[int, ...] = (50, 200, 500)
+    session_steps: int = 3
+    session_delay: float = 1.0
+    # WebSocket capacity
+    sockets: tuple[int, ...] = (1000, 5000, 10000)
+    ws_rate: float = 200.0
+    ws_duration: float = 3.0
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(
+            reps=1,
+            relay_steps=6,
+            pickup_jobs=15,
+            pickup_arq_jobs=8,
+            throughput_jobs=200,
+            throughput_sim_jobs=20,
+            noop_jobs=1000,
+            submit_seconds=1.5,
+            sessions=(50, 500),
+            session_steps=2,
+            sockets=(1000, 10000),
+            ws_duration=2.0,
+        )

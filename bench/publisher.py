@@ -1,0 +1,84 @@
+"""Publishes progress events at a steady rate, each carrying its send time (time.monotonic()).
+
+`--mode raw`: PUBLISH a JSON event on `bare:events:<job>` (the bare chain).
+`--mode store`: the product's path, JobStore.append (the Lua script that logs and publishes),
+to jobs that already exist.
+`python -m bench.publisher --redis URL --mode raw|store --jobs ID,ID,… --rate R --duration S`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from formy_async.jobstore import JobStore
+from formy_async.models import Progress
+
+
+async def publish_raw(redis: Redis, job_ids: list[str], rate: float, duration: float) -> int:
+    sent = 0
+    start = time.monotonic()
+    total = int(rate * duration)
+    for i in range(total):
+        due = start + i / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        job_id = job_ids[i % len(job_ids)]
+        event = {
+            "job_id": job_id, "seq": i + 2, "ts": time.time(), "status": "processing",
+            "progress": 50, "type": "progress", "node": "1", "node_type": "KSampler",
+            "value": time.monotonic(), "max": 1e12,
+        }  # fmt: skip
+        await redis.publish(f"bare:events:{job_id}", json.dumps(event))
+        sent += 1
+    return sent
+
+
+async def publish_store(redis: Redis, job_ids: list[str], rate: float, duration: float) -> int:
+    store = JobStore(redis, ttl=3600)
+    jobs = [await store.get(job_id) for job_id in job_ids]
+    for job in jobs:
+        job.status = "processing"
+    start = time.monotonic()
+    total = int(rate * duration)
+    for i in range(total):
+        due = start + i / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        job = jobs[i % len(jobs)]
+        event = Progress(job_id=job.id, node="1", node_type="KSampler", value=0, max=1e12)
+        event.value = time.monotonic()
+        await store.append(job, event)
+    return total
+
+
+async def run(args: argparse.Namespace, job_ids: list[str]) -> None:
+    redis = Redis.from_url(args.redis)
+    try:
+        publish = publish_raw if args.mode == "raw" else publish_store
+        sent = await publish(redis, job_ids, args.rate, args.duration)
+        print(json.dumps({"sent": sent}), flush=True)
+    finally:
+        await redis.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--mode", choices=["raw", "store"], required=True)
+    parser.add_argument("--jobs", required=True, help="a file of job ids, one per line")
+    parser.add_argument("--rate", type=float, required=True, help="events per second, in all")
+    parser.add_argument("--duration", type=float, required=True)
+    args = parser.parse_args()
+    asyncio.run(run(args, Path(args.jobs).read_text().split()))
+
+
+if __name__ == "__main__":
+    main()

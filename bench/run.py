@@ -1,0 +1,99 @@
+"""Runs every row, prints one table with PASS/FAIL per target, writes the figures as JSON.
+
+`python -m bench [--quick] [--out PATH] [--rows relay,pickup,…]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .config import Config
+from .rows_events import concurrency_row, relay_row, wscap_row
+from .rows_queue import pickup_row, submission_row, throughput_row
+from .table import render
+
+ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
+    "relay": relay_row,
+    "pickup": pickup_row,
+    "throughput": throughput_row,
+    "submission": submission_row,
+    "concurrency": concurrency_row,
+    "websockets": wscap_row,
+}
+
+
+async def run_rows(cfg: Config, names: list[str]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name in names:
+        t0 = time.monotonic()
+        print(f"· {name} …", file=sys.stderr, flush=True)
+        try:
+            results[name] = await ROWS[name](cfg)
+        except Exception as exc:
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            await procs.stop_all()
+        results[name]["seconds"] = round(time.monotonic() - t0, 1)
+        print(f"  {name} done in {results[name]['seconds']} s", file=sys.stderr, flush=True)
+    return results
+
+
+def _raise_fd_limit() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN (null instead)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated: " + ",".join(ROWS))
+    parser.add_argument("--reps", type=int, help="repetitions per figure (default 3, quick 1)")
+    args = parser.parse_args()
+    cfg = Config.quick() if args.quick else Config()
+    if args.reps:
+        cfg.reps = args.reps
+    names = [name.strip() for name in args.rows.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(unknown)}")
+    _raise_fd_limit()
+    t0 = time.monotonic()
+    results = asyncio.run(run_rows(cfg, names))
+    table, verdicts = render(results)
+    print(table)
+    document = {
+        "config": cfg.__dict__,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "seconds": round(time.monotonic() - t0, 1),
+        "verdicts": verdicts,
+        "rows": results,
+        "logs": str(procs.LOG_DIR),
+    }
+    Path(args.out).write_text(json.dumps(_clean(document), indent=2, default=str) + "\n")
+    print(f"\nfigures written to {args.out}; process logs in {procs.LOG_DIR}")

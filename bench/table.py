@@ -1,0 +1,175 @@
+"""One table of every row: ours, the baseline of the same run, the ratio, the target, PASS/FAIL.
+
+Each figure is the median over the repeated runs, with the min–max spread in parentheses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .stats import fmt
+
+Line = tuple[str, str, str, str, str, str, str]
+HEADER: Line = ("row", "figure", "ours", "baseline (same run)", "ratio", "target", "result")
+
+
+def _med(summary: dict[str, Any] | None, key: str) -> float:
+    if not summary or key not in summary:
+        return math.nan
+    return float(summary[key]["median"])
+
+
+def _cell(summary: dict[str, Any] | None, key: str, unit: str, digits: int = 1) -> str:
+    if not summary or key not in summary:
+        return "n/a"
+    return fmt(summary[key], unit, digits)
+
+
+def _ratio(a: float, b: float, digits: int = 2, suffix: str = "×") -> str:
+    if math.isnan(a) or math.isnan(b) or b == 0:
+        return "n/a"
+    return f"{a / b:.{digits}f}{suffix}"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _check(value: float, test: Any) -> bool | None:
+    return None if math.isnan(value) else bool(test(value))
+
+
+def _relay(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, bare = r.get("ours"), r.get("bare")
+    o50, o99, b99 = _med(ours, "p50"), _med(ours, "p99"), _med(bare, "p99")
+    lines.append(("event relay", "send→browser p50", _cell(ours, "p50", "ms", 2),
+                  "bare chain " + _cell(bare, "p50", "ms", 2),
+                  _ratio(o50, _med(bare, "p50")), "", ""))  # fmt: skip
+    ok = _check(o99 / b99 if b99 else math.nan, lambda x: x <= 2)
+    lines.append(("", "send→browser p99", _cell(ours, "p99", "ms", 2),
+                  "bare chain " + _cell(bare, "p99", "ms", 2), _ratio(o99, b99),
+                  "≤ 2× bare", _verdict(ok)))  # fmt: skip
+    lines.append(("", "worker record→browser p50/p99",
+                  f"{_med(ours, 'record_p50'):.2f} / {_med(ours, 'record_p99'):.2f} ms", "", "",
+                  "", ""))  # fmt: skip
+    p50 = _med(ours, "poll_p50")
+    fresher = _check(p50 / o50 if o50 else math.nan, lambda x: x >= 100)
+    lines.append(("", "1 s polling staleness p50", _cell(ours, "poll_p50", "ms", 0),
+                  f"mean {_med(ours, 'poll_mean'):.0f}, p99 {_med(ours, 'poll_p99'):.0f} ms",
+                  _ratio(p50, o50, 0, "× fresher"), "≥ 100× fresher",
+                  _verdict(fresher)))  # fmt: skip
+    verdicts["relay_p99_within_2x_bare"] = ok
+    verdicts["relay_100x_fresher_than_polling"] = fresher
+
+
+def _pickup(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, arq = r.get("ours"), r.get("arq")
+    o50 = _med(ours, "p50")
+    ok = _check(o50, lambda x: x <= 15)
+    lines.append(("pickup", "submit→started p50", _cell(ours, "p50", "ms"),
+                  "arq 0.5 s poll " + _cell(arq, "p50", "ms", 0), _ratio(o50, _med(arq, "p50")),
+                  "≤ 15 ms", _verdict(ok)))  # fmt: skip
+    lines.append(("", "submit→started p99", _cell(ours, "p99", "ms"),
+                  "arq 0.5 s poll " + _cell(arq, "p99", "ms", 0),
+                  _ratio(_med(ours, "p99"), _med(arq, "p99")), "", ""))  # fmt: skip
+    verdicts["pickup_p50_le_15ms"] = ok
+
+
+def _throughput(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, arq = r.get("ours"), r.get("arq")
+    o, a = _med(ours, "jobs_s"), _med(arq, "jobs_s")
+    ok = _check(o / a if a else math.nan, lambda x: x >= 0.4)
+    lines.append(("throughput", "jobs/s, 1 worker, bench ComfyUI", _cell(ours, "jobs_s", "/s", 0),
+                  "arq no-op " + _cell(arq, "jobs_s", "/s", 0), _ratio(100 * o, a, 0, "%"),
+                  "≥ 40% of arq", _verdict(ok)))  # fmt: skip
+    sim = r.get("ours_simulator")
+    lines.append(("", "jobs/s on the simulator", _cell(sim, "jobs_s", "/s", 0),
+                  "(one prompt at a time)", _ratio(100 * _med(sim, "jobs_s"), a, 0, "%"), "",
+                  ""))  # fmt: skip
+    verdicts["throughput_ge_40pct_arq"] = ok
+
+
+def _submission(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, bare = r.get("ours"), r.get("bare")
+    o, b = _med(ours, "rps"), _med(bare, "rps")
+    ok = _check(o / b if b else math.nan, lambda x: x >= 0.7)
+    lines.append(("submission", "POST /api/jobs req/s", _cell(ours, "rps", "/s", 0),
+                  "bare + 1 enqueue " + _cell(bare, "rps", "/s", 0), _ratio(100 * o, b, 0, "%"),
+                  "≥ 70% of bare", _verdict(ok)))  # fmt: skip
+    verdicts["submission_ge_70pct_bare"] = ok
+
+
+def _concurrency(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    first = True
+    for n, summary in r.items():
+        if not isinstance(summary, dict) or "rss_mb" not in summary:
+            continue
+        rss = _med(summary, "rss_mb")
+        top = n == "500"
+        ok = _check(rss, lambda x: x < 200) if top else None
+        idle = f"idle {_med(summary, 'idle_rss_mb'):.0f} MB"
+        lines.append(("worker concurrency" if first else "", f"{n} sessions: peak RSS",
+                      _cell(summary, "rss_mb", "MB"), idle, "", "< 200 MB" if top else "",
+                      _verdict(ok) if top else ""))  # fmt: skip
+        lines.append(("", f"{n} sessions: send→browser p50/p99",
+                      f"{_med(summary, 'p50'):.1f} / {_med(summary, 'p99'):.1f} ms",
+                      "", "", "", ""))  # fmt: skip
+        if n == "500":
+            verdicts["worker_500_sessions_lt_200mb"] = ok
+        first = False
+
+
+def _websockets(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    first = True
+    for n, pair in r.items():
+        if not isinstance(pair, dict) or "ours" not in pair:
+            continue
+        ours, bare = pair["ours"], pair["bare"]
+        kb, p99 = _med(ours, "kb_per_socket"), _med(ours, "p99")
+        top = n == "10000"
+        ok_kb = _check(kb, lambda x: x <= 20) if top else None
+        ok_p99 = _check(p99, lambda x: x <= 10) if top else None
+        lines.append(("WebSocket capacity" if first else "", f"{n} sockets: KB/socket",
+                      _cell(ours, "kb_per_socket", "KB"),
+                      "bare " + _cell(bare, "kb_per_socket", "KB"),
+                      _ratio(kb, _med(bare, "kb_per_socket")), "≤ 20 KB" if top else "",
+                      _verdict(ok_kb) if top else ""))  # fmt: skip
+        lines.append(("", f"{n} sockets: delivery p99", _cell(ours, "p99", "ms"),
+                      "bare " + _cell(bare, "p99", "ms"), _ratio(p99, _med(bare, "p99")),
+                      "≤ 10 ms" if top else "", _verdict(ok_p99) if top else ""))  # fmt: skip
+        if top:
+            verdicts["ws_10k_le_20kb"] = ok_kb
+            verdicts["ws_10k_p99_le_10ms"] = ok_p99
+        first = False
+
+
+RENDERERS = {
+    "relay": _relay,
+    "pickup": _pickup,
+    "throughput": _throughput,
+    "submission": _submission,
+    "concurrency": _concurrency,
+    "websockets": _websockets,
+}
+
+
+def render(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    lines: list[Line] = [HEADER]
+    verdicts: dict[str, Any] = {}
+    for name, row in results.items():
+        if "error" in row:
+            lines.append((name, "error", row["error"][:60], "", "", "", "FAIL"))
+            continue
+        RENDERERS[name](row, lines, verdicts)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    rule = "+".join("-" * (w + 2) for w in widths)
+    out = [rule]
+    for index, line in enumerate(lines):
+        if index > 1 and line[0]:
+            out.append(rule)
+        out.append(" | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+        if index == 0:
+            out.append(rule)
+    out.append(rule)
+    return "\n".join(out), verdicts
