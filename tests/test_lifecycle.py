@@ -222,41 +222,6 @@ async def test_stats_count_jobs_and_show_workers_and_backends(
     assert after["jobs"]["finished"]["last_day"]["cancelled"] == 1
 
 
-async def test_higher_priority_starts_first_and_equal_ones_in_order(
-    make_stack: StackFactory,
-) -> None:
-    async with (
-        make_stack(workflows_dir=FIXTURE_WORKFLOWS, max_jobs=1) as stack,
-        api_session(ADMIN_TOKEN) as session,
-    ):
-        blocker = await submit(session, stack.url, "slow", steps=10)
-        await wait_for_event(session, stack.url, blocker["id"], "started")
-        order = ["low", "normal", "high", "normal"]
-        waiting = []
-        for n, priority in enumerate(order):
-            async with session.post(
-                f"{stack.url}/api/jobs",
-                json={
-                    "workflow": "slow",
-                    "params": {"steps": 1, "color": n},
-                    "priority": priority,
-                },
-            ) as r:
-                waiting.append((await r.json())["id"])
-        for job_id in waiting:
-            await follow(session, stack.url, job_id)
-        started = []
-        for job_id in waiting:
-            _, record = await get_json(session, f"{stack.url}/api/jobs/{job_id}")
-            started.append((record["started_at"], order[waiting.index(job_id)], job_id))
-    assert [(p, j) for _, p, j in sorted(started)] == [
-        ("high", waiting[2]),
-        ("normal", waiting[1]),
-        ("normal", waiting[3]),
-        ("low", waiting[0]),
-    ]
-
-
 async def test_high_priority_is_refused_to_ordinary_users(fake_stack: Stack) -> None:
     async with (
         api_session() as session,
