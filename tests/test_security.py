@@ -412,3 +412,33 @@ async def test_service_still_serves_a_normal_job_after_all_that(world: dict[str,
     async with api_session() as alice:
         job = await submit(alice, stack.url, prompt="after", steps=1, width=64, height=64)
         assert (await follow(alice, stack.url, job["id"]))[-1]["type"] == "done"
+
+
+async def test_cors_answers_configured_origins_only(make_stack: StackFactory) -> None:
+    app = "https://app.example"
+    async with make_stack(cors_origins=[app]) as stack:
+        allowed = await _preflight(stack, app)
+        refused = await _preflight(stack, "https://evil.example")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{stack.url}/api/workflows",
+                headers={"Origin": app, "Authorization": f"Bearer {TOKEN}"},
+            ) as r,
+        ):
+            simple = r.headers.get("Access-Control-Allow-Origin")
+    assert allowed[0] == 204 and allowed[1].get("Access-Control-Allow-Origin") == app
+    assert "Authorization" in allowed[1].get("Access-Control-Allow-Headers", "")
+    assert refused[0] == 403 and "Access-Control-Allow-Origin" not in refused[1]
+    assert simple == app
+
+
+async def _preflight(stack: Stack, origin: str) -> tuple[int, dict[str, str]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.options(
+            f"{stack.url}/api/jobs",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        ) as r,
+    ):
+        return r.status, dict(r.headers)
