@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from typing import Any
 
 import structlog
@@ -31,6 +32,9 @@ _SYNC = -1  # queue marker: send whatever the log holds after the last seq sent
 class Connection:
     """One browser socket: its subscriptions, a bounded outbox and the task that drains it.
 
+    The writer task exists only while there is something to send, so an idle socket costs
+    little more than aiohttp's own.
+
     Every job's events reach the socket in seq order, each exactly once: live events are
     deduplicated by seq, and a gap (a missed publish, a late subscription) is filled from the
     job's event log before the live event is sent.
@@ -49,18 +53,21 @@ class Connection:
         self.hub = hub
         self.store = store
         self.last_seq: dict[str, int] = {}
-        self.outbox: asyncio.Queue[tuple[str, int, str]] = asyncio.Queue(size)
+        self.size = size
+        self.outbox: deque[tuple[str, int, str]] = deque()
         self.overflowed: dict[str, int] = {}
-        self.writer = asyncio.create_task(self._drain(), name="ws-writer")
+        self.writer: asyncio.Task[None] | None = None
         hub.resync_hooks.add(self.resync)
 
     # --- called by the hub (must not block) -----------------------------------------------------
 
     def push(self, job_id: str, seq: int, raw: str) -> None:
-        try:
-            self.outbox.put_nowait((job_id, seq, raw))
-        except asyncio.QueueFull:
+        if len(self.outbox) >= self.size:
             self._overflow()
+        else:
+            self.outbox.append((job_id, seq, raw))
+        if self.writer is None:
+            self.writer = asyncio.create_task(self._drain(), name="ws-writer")
 
     def resync(self) -> None:
         for job_id in list(self.last_seq):
@@ -72,6 +79,7 @@ class Connection:
         for job_id, seq in list(self.last_seq.items()):
             self.overflowed[job_id] = seq
             self.unsubscribe(job_id)
+        self.outbox.clear()
 
     # --- called by the handler ----------------------------------------------------------------
 
@@ -104,31 +112,38 @@ class Connection:
         self.hub.resync_hooks.discard(self.resync)
         for job_id in list(self.last_seq):
             self.unsubscribe(job_id)
-        self.writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.writer
+        if self.writer is not None:
+            self.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.writer
 
     # --- the writer ---------------------------------------------------------------------------
 
     async def _drain(self) -> None:
-        with contextlib.suppress(ConnectionError):
-            while True:
-                if self.overflowed and self.outbox.empty():
-                    await self.send_control("overflow", last_seq=dict(self.overflowed))
-                    self.overflowed.clear()
-                job_id, seq, raw = await self.outbox.get()
-                last = self.last_seq.get(job_id)
-                if last is None or (seq != _SYNC and seq <= last):
-                    continue  # unsubscribed meanwhile, or already sent
-                if seq == _SYNC or seq > last + 1:
-                    await self._send_from_log(job_id, last, None if seq == _SYNC else seq - 1)
-                    if seq == _SYNC:
+        try:
+            with contextlib.suppress(ConnectionError):
+                while self.outbox or self.overflowed:
+                    if not self.outbox:
+                        await self.send_control("overflow", last_seq=dict(self.overflowed))
+                        self.overflowed.clear()
                         continue
-                await self.ws.send_str(raw)
-                if self.metrics is not None:
-                    self.metrics.event_sent(event_ts(raw))
-                if job_id in self.last_seq:
-                    self.last_seq[job_id] = seq
+                    await self._send(*self.outbox.popleft())
+        finally:
+            self.writer = None
+
+    async def _send(self, job_id: str, seq: int, raw: str) -> None:
+        last = self.last_seq.get(job_id)
+        if last is None or (seq != _SYNC and seq <= last):
+            return  # unsubscribed meanwhile, or already sent
+        if seq == _SYNC or seq > last + 1:
+            await self._send_from_log(job_id, last, None if seq == _SYNC else seq - 1)
+            if seq == _SYNC:
+                return
+        await self.ws.send_str(raw)
+        if self.metrics is not None:
+            self.metrics.event_sent(event_ts(raw))
+        if job_id in self.last_seq:
+            self.last_seq[job_id] = seq
 
     async def _send_from_log(self, job_id: str, after: int, until: int | None) -> None:
         for raw in await self.store.events(job_id, after, -1 if until is None else until):
@@ -161,7 +176,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         return ws
     metrics = request.app[METRICS]
     conn = Connection(ws, request.app[HUB], request.app[STORE], settings.ws_queue_size, metrics)
-    expiry = asyncio.create_task(_close_at_expiry(ws, identity))
+    expiry = _close_at_expiry(ws, identity)
     metrics.connection_opened()
     try:
         async for msg in ws:
@@ -173,7 +188,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await conn.send_control("unsubscribed", job_id=command.job_id)
     finally:
         metrics.connection_closed()
-        expiry.cancel()
+        if expiry is not None:
+            expiry.cancel()
         await conn.aclose()
     return ws
 
@@ -224,11 +240,20 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Iden
         return None
 
 
-async def _close_at_expiry(ws: web.WebSocketResponse, identity: Identity) -> None:
+def _close_at_expiry(ws: web.WebSocketResponse, identity: Identity) -> asyncio.TimerHandle | None:
+    """A timer (lighter than a task per socket) that closes the socket when its token expires."""
     if identity.expires_at is None:
-        return
-    await asyncio.sleep(max(0.0, identity.expires_at - time.time()))
-    await ws.close(code=CLOSE_UNAUTHORIZED, message=b"token_expired")
+        return None
+    delay = max(0.0, identity.expires_at - time.time())
+
+    closing: set[asyncio.Task[bool]] = set()  # a reference, until the close has run
+
+    def close() -> None:
+        task = asyncio.ensure_future(ws.close(code=CLOSE_UNAUTHORIZED, message=b"token_expired"))
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    return asyncio.get_running_loop().call_later(delay, close)
 
 
 def _first_error(exc: ValidationError) -> str:
