@@ -22,12 +22,6 @@ async def url() -> AsyncIterator[str]:
         yield base
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 def image_graph(steps: int = 3, delay: float = 0.01, prefix: str = "formy_normal") -> Message:
     return {
         "1": {

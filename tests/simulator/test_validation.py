@@ -19,12 +19,6 @@ async def url() -> AsyncIterator[str]:
         yield base
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
 def graph(**overrides: Graph) -> Graph:
     """EmptyImage -> ImageScaleBy -> SaveImage, with nodes replaced as given (by id)."""
     base: Graph = {
