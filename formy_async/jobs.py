@@ -38,7 +38,7 @@ from .pool import BackendPool
 from .progress import ProgressTracker
 from .recovery import Recovery
 from .settings import Settings
-from .signals import CancelWatcher
+from .signals import WorkerSignals
 from .storage import Storage, content_type_of, input_key, output_key
 from .webhooks import enqueue_webhook
 from .workflows import Catalogue, Workflow, raw_workflow
@@ -64,7 +64,7 @@ class WorkerContext:
     pool: BackendPool
     catalogue: Catalogue
     storage: Storage
-    cancels: CancelWatcher
+    signals: WorkerSignals
     recovery: Recovery
 
 
@@ -316,7 +316,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> str:
             return job.status
         async with (
             wc.recovery.lease(job.id),
-            wc.cancels.watch(job.id) as cancelled,
+            wc.signals.watch(job.id) as cancelled,
             wc.pool.slot(job, cancelled) as backend,  # waits its turn for a free ComfyUI slot
         ):
             if backend is None:  # cancelled while it waited: the canceller recorded it

@@ -58,6 +58,10 @@ def upload(upload_id: str) -> str:
 #: workers subscribe here to hear about cancelled jobs at once
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 
+#: published when a job is queued, so that idle workers take it at once instead of at their
+#: next poll
+WAKE_CHANNEL = f"{PREFIX}:wake"
+
 
 def active_jobs() -> str:
     """Sorted set of the jobs not yet final (by creation time): what crash recovery sweeps."""

@@ -155,7 +155,11 @@ class Settings(BaseSettings):
     workflows_dir: Path = Field(Path("workflows"), description="The workflow catalogue.")
 
     max_jobs: int = Field(50, ge=1, description="Jobs one worker process runs at once.")
-    worker_poll_delay: float = Field(0.05, gt=0, description="Seconds between queue polls.")
+    worker_poll_delay: float = Field(
+        0.05,
+        gt=0,
+        description="Most seconds between queue polls (a queued job wakes idle workers at once).",
+    )
     job_timeout: float = Field(600, gt=0, description="Longest a job may run, in seconds.")
     job_max_attempts: int = Field(3, ge=1, description="Tries for transient ComfyUI faults.")
     job_max_losses: int = Field(

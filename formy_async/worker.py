@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -21,7 +22,7 @@ from .pool import BackendPool
 from .recovery import Recovery
 from .retention import clean_up
 from .settings import Settings
-from .signals import CancelWatcher
+from .signals import WorkerSignals
 from .storage import storage_from_settings
 from .webhooks import deliver_webhook
 from .workflows import Catalogue
@@ -43,8 +44,8 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
         )
         ctx["http"] = session
-        cancels = CancelWatcher(ctx["redis"])
-        await cancels.start()
+        signals = WorkerSignals(ctx["redis"], ctx.get("wake"))
+        await signals.start()
         store = JobStore(ctx["redis"], ttl=settings.job_ttl)
         pool = BackendPool(
             ctx["redis"],
@@ -73,7 +74,7 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
             pool=pool,
             catalogue=catalogue,
             storage=storage_from_settings(settings),
-            cancels=cancels,
+            signals=signals,
             recovery=recovery,
         )
 
@@ -81,7 +82,7 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
         if "formy" in ctx:
             await ctx["formy"].pool.aclose()
             await ctx["formy"].recovery.aclose()
-            await ctx["formy"].cancels.aclose()
+            await ctx["formy"].signals.aclose()
             await ctx["formy"].storage.aclose()
         if "http" in ctx:
             await ctx["http"].close()
@@ -123,13 +124,44 @@ def worker_options(settings: Settings, *, configure_logging: bool = True) -> dic
     }
 
 
+#: the least time between two polls, however often a worker is woken
+MIN_POLL_GAP = 0.002
+
+
 class FormyWorker(Worker):
-    """arq's worker, minus its costliest habit.
+    """arq's worker, woken when a job is queued, minus its costliest habit.
+
+    arq polls its queue every `poll_delay`, so a job waits half a poll on average before any
+    worker looks. Here arq polls back to back and the wait between polls is ours: until a
+    wake-up (published with every queued job, see `WorkerSignals`, and set when a job ends
+    while the worker was full) or `poll_delay`, whichever comes first.
 
     Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
     find it taken (three round trips each, for every job any worker runs). One pipelined
     EXISTS over the candidates' claims skips them first.
     """
+
+    def __init__(self, *args: Any, poll_delay: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(*args, poll_delay=0, **kwargs)
+        self.idle_poll = poll_delay
+        self.wake = asyncio.Event()
+        self.ctx["wake"] = self.wake
+
+    async def _poll_iteration(self) -> None:
+        started = self.loop.time()
+        self.wake.clear()  # a wake-up from now on may be for a job this poll does not see
+        await super()._poll_iteration()
+        busy = self.loop.time() - started
+        if busy < MIN_POLL_GAP:  # a stream of wake-ups must not turn into a busy loop
+            await asyncio.sleep(MIN_POLL_GAP - busy)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.idle_poll):
+                await self.wake.wait()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        if self.job_counter >= self.max_jobs:
+            self.wake.set()  # a slot is free: jobs may be waiting that the full worker left
+        super()._release_sem_dec_counter_on_complete()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         ids = [j for j in job_ids if j.decode() not in self.tasks]

@@ -16,7 +16,7 @@ from ..queue import enqueue_run
 from ..webhooks import check_webhook_url
 from ..workflows import Workflow, check_raw_graph
 from .catalog import MODELS
-from .context import ARQ, CATALOGUE, REDIS, SETTINGS, STORE
+from .context import CATALOGUE, REDIS, SETTINGS, STORE
 from .security import caller, check_rate, signer
 
 routes = web.RouteTableDef()
@@ -93,7 +93,7 @@ async def submit_job(request: web.Request) -> web.Response:
             retry_after=10,
             code="too_many_jobs",
         )
-    await enqueue_run(request.app[ARQ], job, expires=settings.job_ttl)
+    await enqueue_run(request.app[REDIS], job, expires=settings.job_ttl)
     view = JobView.of(job, signer(request.app))
     return web.Response(
         text=view.model_dump_json(),
