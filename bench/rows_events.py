@@ -238,7 +238,7 @@ async def _create_jobs(cfg: Config, count: int) -> list[str]:
     jobs = []
     for _ in range(count):
         job = Job(id=uuid.uuid4().hex, workflow="bench_steps", params={}, user=BENCH_USER)
-        await store.append(job, Submitted(job_id=job.id, workflow=job.workflow), create=True)
+        await store.create(job, Submitted(job_id=job.id, workflow=job.workflow))
         jobs.append(job.id)
     await redis.aclose()
     return jobs

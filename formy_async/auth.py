@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -57,6 +58,32 @@ def verify_token(secret: str, token: str) -> Identity:
     scope = claims.get("scope", "")
     admin = isinstance(scope, str) and "admin" in scope.split()
     return Identity(user=user, admin=admin, expires_at=float(claims["exp"]))
+
+
+class TokenVerifier:
+    """`verify_token` for one secret, remembering the last `size` tokens it accepted.
+
+    A client sends the same token with every request, and checking an HS256 signature costs
+    more than the rest of a light request's auth. A remembered token is still refused once it
+    expires; only tokens that verified are remembered.
+    """
+
+    def __init__(self, secret: str, size: int = 4096) -> None:
+        self.secret = secret
+        self.size = size
+        self._accepted: OrderedDict[str, Identity] = OrderedDict()
+
+    def __call__(self, token: str) -> Identity:
+        identity = self._accepted.get(token)
+        if identity is not None and (identity.expires_at or 0) > time.time():
+            self._accepted.move_to_end(token)
+            return identity
+        self._accepted.pop(token, None)
+        identity = verify_token(self.secret, token)
+        self._accepted[token] = identity
+        if len(self._accepted) > self.size:
+            self._accepted.popitem(last=False)
+        return identity
 
 
 def bearer(header: str | None) -> str:

@@ -29,8 +29,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from . import keys
 from .models import Job
@@ -73,49 +71,40 @@ _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 # Workflow names are catalogue names (`[a-z][a-z0-9_]*`), which keeps the label set bounded.
 
 
-# Recording never raises: a metric lost while Redis is away must not fail the job it measures.
+#: (hash field, amount) pairs added to the hash atomically with the event they count (the job
+#: store's append script adds them; an int with HINCRBY, a float with HINCRBYFLOAT)
+Counts = list[tuple[str, int | float]]
 
 
-async def record_submitted(redis: Redis, workflow: str) -> None:
-    """Count one accepted job of `workflow`."""
-    try:
-        await redis.hincrby(METRICS_KEY, f"submitted:{workflow}", 1)  # type: ignore[misc]
-    except RedisError as exc:
-        log.warning("metrics_not_recorded", error=str(exc))
+def submitted_counts(workflow: str) -> Counts:
+    """One accepted job of `workflow`."""
+    return [(f"submitted:{workflow}", 1)]
 
 
-async def record_finished(
-    redis: Redis, workflow: str, status: str, duration: float | None, queue_wait: float | None
-) -> None:
-    """Count one job that reached its final `status`, and observe its timings when known."""
-    try:
-        # one MULTI/EXEC, so a scrape never sees a bucket counted without its _count
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(METRICS_KEY, f"finished:{workflow}:{status}", 1)
-            if duration is not None:
-                _observe(pipe, f"duration:{workflow}", DURATION_BUCKETS, duration)
-            if queue_wait is not None:
-                _observe(pipe, f"queue_wait:{workflow}", QUEUE_WAIT_BUCKETS, queue_wait)
-            await pipe.execute()
-    except RedisError as exc:
-        log.warning("metrics_not_recorded", error=str(exc))
+def finished_counts(
+    workflow: str, status: str, duration: float | None, queue_wait: float | None
+) -> Counts:
+    """One job that reached its final `status`, and its timings when known."""
+    counts: Counts = [(f"finished:{workflow}:{status}", 1)]
+    if duration is not None:
+        counts += _observe(f"duration:{workflow}", DURATION_BUCKETS, duration)
+    if queue_wait is not None:
+        counts += _observe(f"queue_wait:{workflow}", QUEUE_WAIT_BUCKETS, queue_wait)
+    return counts
 
 
-async def record_job_finished(redis: Redis, job: Job) -> None:
-    """Count a final job; duration = finished − started, queue wait = started − created."""
+def job_finished_counts(job: Job) -> Counts:
+    """A final job; duration = finished − started, queue wait = started − created."""
     started, finished = job.started_at, job.finished_at
     duration = finished - started if started is not None and finished is not None else None
     queue_wait = started - job.created_at if started is not None else None
-    await record_finished(redis, job.workflow, job.status, duration, queue_wait)
+    return finished_counts(job.workflow, job.status, duration, queue_wait)
 
 
-def _observe(pipe: Pipeline, prefix: str, bounds: Sequence[float], value: float) -> None:
+def _observe(prefix: str, bounds: Sequence[float], value: float) -> Counts:
     value = max(value, 0.0)  # clocks of different machines may disagree by a little
-    for bound in bounds:
-        if value <= bound:
-            pipe.hincrby(METRICS_KEY, f"{prefix}:le:{_le(bound)}", 1)
-    pipe.hincrbyfloat(METRICS_KEY, f"{prefix}:sum", value)
-    pipe.hincrby(METRICS_KEY, f"{prefix}:count", 1)
+    counts: Counts = [(f"{prefix}:le:{_le(bound)}", 1) for bound in bounds if value <= bound]
+    return [*counts, (f"{prefix}:sum", float(value)), (f"{prefix}:count", 1)]
 
 
 # --- live values, read at scrape time -----------------------------------------------------------

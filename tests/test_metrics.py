@@ -18,18 +18,19 @@ from redis.asyncio import Redis
 
 from formy_async import keys
 from formy_async.connections import arq_pool
-from formy_async.jobstore import JobStore
+from formy_async.errors import TooManyRequests
+from formy_async.jobstore import JobStore, Quota
 from formy_async.metrics import (
     METRICS_KEY,
+    Counts,
     SnapshotCollector,
     WebMetrics,
     event_ts,
-    record_finished,
-    record_job_finished,
-    record_submitted,
+    finished_counts,
     snapshot,
+    submitted_counts,
 )
-from formy_async.models import Done, Job, Started, Submitted
+from formy_async.models import Cancelled, Done, Job, Started, Submitted
 from formy_async.queue import enqueue_run
 from formy_async.web.app import create_app
 from formy_async.web.metrics import METRICS
@@ -41,6 +42,15 @@ pytestmark = pytest.mark.redis
 #: a database of these tests' own, emptied before and after each one
 
 Scrape = Callable[..., Any]
+
+
+async def record(db: Redis, counts: Counts) -> None:
+    """Put counts in the shared hash the way the job store's append script does."""
+    for field, amount in counts:
+        if isinstance(amount, float):
+            await db.hincrbyfloat(METRICS_KEY, field, amount)  # type: ignore[misc]
+        else:
+            await db.hincrby(METRICS_KEY, field, amount)  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -126,11 +136,11 @@ async def test_submitted_and_finished_jobs_are_counted_by_workflow_and_status(
     served: tuple[web.Application, str], db: Redis
 ) -> None:
     for workflow in ("upscale", "upscale", "text_to_image"):
-        await record_submitted(db, workflow)
-    await record_finished(db, "upscale", "done", 1.5, 0.2)
-    await record_finished(db, "upscale", "done", 2.5, 0.2)
-    await record_finished(db, "upscale", "failed", 0.7, 0.2)
-    await record_finished(db, "text_to_image", "cancelled", None, None)
+        await record(db, submitted_counts(workflow))
+    await record(db, finished_counts("upscale", "done", 1.5, 0.2))
+    await record(db, finished_counts("upscale", "done", 2.5, 0.2))
+    await record(db, finished_counts("upscale", "failed", 0.7, 0.2))
+    await record(db, finished_counts("text_to_image", "cancelled", None, None))
 
     samples = await scrape(served[1])
 
@@ -146,7 +156,7 @@ async def test_job_duration_is_a_cumulative_histogram(
     served: tuple[web.Application, str], db: Redis
 ) -> None:
     for seconds in (0.5, 0.7, 3.0, 700.0):  # 0.5 lands in le="0.5": buckets are ≤
-        await record_finished(db, "upscale", "done", seconds, None)
+        await record(db, finished_counts("upscale", "done", seconds, None))
 
     samples = await scrape(served[1])
 
@@ -163,8 +173,8 @@ async def test_job_duration_is_a_cumulative_histogram(
 async def test_queue_wait_is_a_histogram_of_its_own(
     served: tuple[web.Application, str], db: Redis
 ) -> None:
-    await record_finished(db, "upscale", "done", None, 0.03)
-    await record_finished(db, "upscale", "failed", None, 12.0)
+    await record(db, finished_counts("upscale", "done", None, 0.03))
+    await record(db, finished_counts("upscale", "failed", None, 12.0))
 
     samples = await scrape(served[1])
 
@@ -177,42 +187,50 @@ async def test_queue_wait_is_a_histogram_of_its_own(
     assert value(samples, f"{name}_count", workflow="upscale") == 2
 
 
-async def test_record_job_finished_takes_the_timings_from_the_job(db: Redis) -> None:
-    job = Job(
-        id="j1", workflow="upscale", params={}, status="done", created_at=100.0, started_at=101.5,
-        finished_at=104.0,
-    )  # fmt: skip
-    await record_job_finished(db, job)
-    never_started = Job(
-        id="j2", workflow="upscale", params={}, status="cancelled", created_at=100.0
-    )
-    await record_job_finished(db, never_started)
+async def test_the_store_counts_a_job_with_its_events(db: Redis) -> None:
+    store = JobStore(db, ttl=60)
+    job = Job(id="j1", workflow="upscale", params={}, created_at=100.0)
+    await store.create(job, Submitted(job_id=job.id, workflow=job.workflow))
+    job.status, job.started_at, job.finished_at = "done", 101.5, 104.0
+    await store.append(job, Done(job_id=job.id, outputs=[]))
 
     fields = (await snapshot(db)).fields
 
+    assert fields["submitted:upscale"] == 1
     assert fields["finished:upscale:done"] == 1
-    assert fields["finished:upscale:cancelled"] == 1
     assert fields["duration:upscale:sum"] == 2.5
     assert fields["duration:upscale:count"] == 1
     assert fields["queue_wait:upscale:sum"] == 1.5
     assert fields["queue_wait:upscale:count"] == 1
 
 
-async def test_the_counters_live_in_one_hash(db: Redis) -> None:
-    await record_submitted(db, "upscale")
-    await record_finished(db, "upscale", "done", 1.0, 0.1)
+async def test_a_job_that_never_started_has_no_timings(db: Redis) -> None:
+    store = JobStore(db, ttl=60)
+    job = Job(id="j1", workflow="upscale", params={})
+    await store.create(job, Submitted(job_id=job.id, workflow=job.workflow))
+    job.status = "cancelled"
+    await store.append(job, Cancelled(job_id=job.id))
 
-    assert await db.type(METRICS_KEY) == b"hash"
-    assert await db.keys("*") == [METRICS_KEY.encode()]
+    fields = (await snapshot(db)).fields
+
+    assert fields["finished:upscale:cancelled"] == 1
+    assert not [name for name in fields if name.startswith(("duration", "queue_wait"))]
 
 
-async def test_recording_without_redis_does_not_raise() -> None:
-    unreachable = Redis(port=1, socket_connect_timeout=0.5)
-    try:
-        await record_submitted(unreachable, "upscale")
-        await record_finished(unreachable, "upscale", "done", 1.0, 0.1)
-    finally:
-        await unreachable.aclose()
+async def test_a_refused_submission_is_not_counted(db: Redis) -> None:
+    store = JobStore(db, ttl=60)
+    await store.create(
+        Job(id="j1", workflow="upscale", params={}), Submitted(job_id="j1", workflow="upscale")
+    )
+
+    with pytest.raises(TooManyRequests):
+        await store.create(
+            Job(id="j2", workflow="upscale", params={}),
+            Submitted(job_id="j2", workflow="upscale"),
+            Quota(jobs=1),
+        )
+
+    assert (await snapshot(db)).fields["submitted:upscale"] == 1
 
 
 # --- live values --------------------------------------------------------------------------------
@@ -239,7 +257,7 @@ async def test_jobs_not_yet_final_are_counted_by_status(
     store = JobStore(db, ttl=60)
     for job_id in ("p1", "p2", "r1", "d1"):
         job = Job(id=job_id, workflow="upscale", params={}, user="alice")
-        await store.append(job, Submitted(job_id=job_id, workflow="upscale"), create=True)
+        await store.create(job, Submitted(job_id=job_id, workflow="upscale"))
         if job_id.startswith(("r", "d")):
             job.status = "processing"
             await store.append(job, Started(job_id=job_id, prompt_id="x"))

@@ -269,7 +269,7 @@ def store(redis: Redis) -> JobStore:
 
 async def finished_job(store: JobStore, webhook_url: str | None) -> Job:
     job = Job(id="hook1", workflow="upscale", params={"scale": 2}, webhook_url=webhook_url)
-    await store.append(job, Submitted(job_id=job.id, workflow=job.workflow), create=True)
+    await store.create(job, Submitted(job_id=job.id, workflow=job.workflow))
     job.status, job.progress, job.finished_at = "done", 100, job.created_at + 3
     await store.append(job, Done(job_id=job.id, outputs=[]))
     return job

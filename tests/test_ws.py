@@ -41,7 +41,7 @@ async def store() -> AsyncIterator[JobStore]:
 
 async def _job_with_events(store: JobStore, count: int) -> list[str]:
     job = Job(id="j", user="alice", workflow="w", params={})
-    await store.append(job, Submitted(job_id="j", workflow="w"), create=True)
+    await store.create(job, Submitted(job_id="j", workflow="w"))
     for _ in range(count - 1):
         await store.append(job, Progress(job_id="j", node="1", value=0, max=1))
     return await store.events("j")

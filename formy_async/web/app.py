@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
+from ..auth import TokenVerifier
 from ..connections import arq_pool, redis_from_settings
 from ..events import EventHub
 from ..jobstore import JobStore
@@ -18,7 +19,18 @@ from ..storage import storage_from_settings
 from ..workflows import Catalogue
 from .catalog import MODELS, ModelsCache
 from .catalog import routes as catalog_routes
-from .context import ARQ, CATALOGUE, HTTP, HUB, REDIS, SETTINGS, SOCKETS, STORAGE, STORE
+from .context import (
+    ARQ,
+    CATALOGUE,
+    HTTP,
+    HUB,
+    REDIS,
+    SETTINGS,
+    SOCKETS,
+    STORAGE,
+    STORE,
+    TOKENS,
+)
 from .errors import error_middleware
 from .metrics import setup_metrics
 from .security import auth_middleware, cors_middleware
@@ -45,6 +57,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     )
     app[SETTINGS] = settings
     app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
+    app[TOKENS] = TokenVerifier(settings.secret_key)
     app[SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(_hub_ctx)

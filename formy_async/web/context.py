@@ -9,6 +9,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
+from ..auth import TokenVerifier
 from ..events import EventHub
 from ..jobstore import JobStore
 from ..settings import Settings
@@ -23,4 +24,5 @@ HUB = web.AppKey("hub", EventHub)
 CATALOGUE = web.AppKey("catalogue", Catalogue)
 STORAGE = web.AppKey("storage", Storage)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+TOKENS = web.AppKey("tokens", TokenVerifier)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])

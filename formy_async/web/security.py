@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .. import keys
-from ..auth import Identity, bearer, check_signed, sign_url, verify_token
-from ..errors import Forbidden, NotFound, TooManyRequests, Unauthorized
+from ..auth import Identity, bearer, check_signed, sign_url
+from ..errors import Forbidden, NotFound, Unauthorized
 from ..models import Job
-from .context import REDIS, SETTINGS, STORE
+from .context import SETTINGS, STORE, TOKENS
 
 IDENTITY = web.RequestKey("identity", Identity)
 SIGNED = web.RequestKey("signed", bool)
@@ -36,7 +34,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise Unauthorized("the signed URL is invalid or has expired", code="signature_invalid")
         request[SIGNED] = True
         return await handler(request)
-    request[IDENTITY] = verify_token(secret, bearer(request.headers.get("Authorization")))
+    request[IDENTITY] = request.app[TOKENS](bearer(request.headers.get("Authorization")))
     return await handler(request)
 
 
@@ -72,24 +70,6 @@ async def owned_job(request: web.Request, job_id: str) -> Job:
 def signer(app: web.Application) -> Callable[[str], str]:
     settings = app[SETTINGS]
     return lambda path: sign_url(settings.secret_key, path, settings.signed_url_ttl)
-
-
-async def check_rate(request: web.Request, user: str) -> None:
-    """Per-user submissions per minute, counted in Redis so that it holds across processes."""
-    limit = request.app[SETTINGS].submissions_per_minute
-    now = time.time()
-    minute = int(now // 60)
-    key = keys.submission_window(user, minute)
-    async with request.app[REDIS].pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 120)
-        count, _ = await pipe.execute()
-    if count > limit:
-        raise TooManyRequests(
-            f"more than {limit} submissions in a minute; try again shortly",
-            retry_after=max(1, int(60 - now % 60)),
-            code="rate_limited",
-        )
 
 
 def origin_allowed(request: web.Request) -> bool:

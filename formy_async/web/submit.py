@@ -10,14 +10,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from .. import keys
-from ..errors import BadRequest, Forbidden, InvalidParams, TooManyRequests
+from ..errors import BadRequest, Forbidden, InvalidParams
+from ..jobstore import Quota
 from ..models import Job, JobView, SubmitJob, Submitted
-from ..queue import enqueue_run
+from ..queue import queue_entry
 from ..webhooks import check_webhook_url
 from ..workflows import Workflow, check_raw_graph
 from .catalog import MODELS
 from .context import CATALOGUE, REDIS, SETTINGS, STORE
-from .security import caller, check_rate, signer
+from .security import caller, signer
 
 routes = web.RouteTableDef()
 
@@ -82,18 +83,13 @@ async def submit_job(request: web.Request) -> web.Response:
         job.webhook_url = await check_webhook_url(
             body.webhook_url, allow_private=settings.webhook_allow_private
         )
-    await check_rate(request, identity.user)
-    limit = settings.max_concurrent_tasks_per_user
-    created = await request.app[STORE].append(
-        job, Submitted(job_id=job.id, workflow=job.workflow), create=True, limit=limit
+    quota = Quota(
+        jobs=settings.max_concurrent_tasks_per_user, per_minute=settings.submissions_per_minute
     )
-    if created < 0:
-        raise TooManyRequests(
-            f"you already have {limit} jobs pending or running; wait for one to finish",
-            retry_after=10,
-            code="too_many_jobs",
-        )
-    await enqueue_run(request.app[REDIS], job, expires=settings.job_ttl)
+    run = queue_entry(job, expires=settings.job_ttl)
+    await request.app[STORE].create(
+        job, Submitted(job_id=job.id, workflow=job.workflow), quota, run
+    )
     view = JobView.of(job, signer(request.app))
     return web.Response(
         text=view.model_dump_json(),

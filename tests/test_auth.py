@@ -1,0 +1,54 @@
+"""Bearer tokens: what a verifier accepts, remembers, and refuses again once expired."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from formy_async.auth import TokenVerifier, mint_token
+from formy_async.errors import Unauthorized
+
+from .conftest import TEST_SECRET
+
+
+def test_a_good_token_gives_its_identity_every_time() -> None:
+    verify = TokenVerifier(TEST_SECRET)
+    token = mint_token(TEST_SECRET, "alice", admin=True)
+
+    first, again = verify(token), verify(token)
+
+    assert first == again
+    assert (again.user, again.admin) == ("alice", True)
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    verify = TokenVerifier(TEST_SECRET)
+    token = mint_token(TEST_SECRET, "alice", ttl=1)
+    verify(token)
+
+    time.sleep(max(0.0, (verify(token).expires_at or 0) - time.time()) + 0.05)
+
+    with pytest.raises(Unauthorized) as refused:
+        verify(token)
+    assert refused.value.code == "token_expired"
+
+
+def test_a_token_of_another_secret_is_refused_every_time() -> None:
+    verify = TokenVerifier(TEST_SECRET)
+    forged = mint_token("another secret of at least thirty-two characters", "alice")
+
+    for _ in range(2):
+        with pytest.raises(Unauthorized) as refused:
+            verify(forged)
+        assert refused.value.code == "token_invalid"
+
+
+def test_the_oldest_tokens_are_forgotten_first() -> None:
+    verify = TokenVerifier(TEST_SECRET, size=2)
+    tokens = [mint_token(TEST_SECRET, user) for user in ("a", "b", "c")]
+
+    users = [verify(token).user for token in tokens]
+
+    assert users == ["a", "b", "c"]
+    assert len(verify._accepted) == 2
