@@ -18,6 +18,18 @@ _SHARED: list[Any] = [
 ]
 
 
+_ARQ_ROUTINE = ("%6.2fs → ", "%6.2fs ← ")
+
+
+class ArqJobLines(logging.Filter):
+    """Drops arq's own INFO line at each job's start and end (`  0.12s → run_job(…)`): the job's
+    own log says the same with its id bound, and at hundreds of jobs a second the lines cost a
+    noticeable share of a worker's CPU. Its retries, aborts and failures pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ARQ_ROUTINE)
+
+
 def _renderer(fmt: Literal["json", "console"]) -> Any:
     if fmt == "json":
         return structlog.processors.JSONRenderer()
@@ -39,6 +51,7 @@ def log_config(fmt: Literal["json", "console"], level: str = "INFO") -> dict[str
                 "foreign_pre_chain": _SHARED,
             }
         },
+        "filters": {"arq_job_lines": {"()": ArqJobLines}},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
@@ -47,7 +60,10 @@ def log_config(fmt: Literal["json", "console"], level: str = "INFO") -> dict[str
             }
         },
         "root": {"handlers": ["stdout"], "level": level.upper()},
-        "loggers": {"aiohttp.access": {"level": "WARNING"}},
+        "loggers": {
+            "aiohttp.access": {"level": "WARNING"},
+            "arq.worker": {"filters": ["arq_job_lines"]},
+        },
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from . import keys
@@ -73,16 +74,21 @@ class Recovery:
 
     @contextlib.asynccontextmanager
     async def lease(self, job_id: str) -> AsyncIterator[None]:
-        """Hold the job's lease while it runs here."""
+        """Hold the job's lease while it runs here (and list it in the heartbeat at once)."""
         self.running.add(job_id)
-        await self.refresh()  # the lease, and a heartbeat that lists the job at once
+        async with self.arq.pipeline(transaction=False) as pipe:
+            pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
+            self._beat(pipe)
+            await pipe.execute()
         try:
             yield
         finally:
             self.running.discard(job_id)
             with contextlib.suppress(RedisError):
-                await self.arq.delete(keys.job_lease(job_id))
-                await self.refresh()
+                async with self.arq.pipeline(transaction=False) as pipe:
+                    pipe.delete(keys.job_lease(job_id))
+                    self._beat(pipe)
+                    await pipe.execute()
 
     async def _loop(self) -> None:
         while True:
@@ -97,16 +103,17 @@ class Recovery:
 
     async def refresh(self) -> None:
         """Renew this worker's leases, and its heartbeat (what `/api/stats` lists)."""
-        beat = {**self.describe, "running": sorted(self.running), "seen_at": time.time()}
         async with self.arq.pipeline(transaction=False) as pipe:
-            pipe.set(
-                keys.worker_heartbeat(self.worker_id),
-                json.dumps(beat),
-                px=int(self.lease_ttl * 3000),
-            )
+            self._beat(pipe)
             for job_id in self.running:
                 pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
             await pipe.execute()
+
+    def _beat(self, pipe: Pipeline) -> None:
+        beat = {**self.describe, "running": sorted(self.running), "seen_at": time.time()}
+        pipe.set(
+            keys.worker_heartbeat(self.worker_id), json.dumps(beat), px=int(self.lease_ttl * 3000)
+        )
 
     async def sweep(self, limit: int = 1000) -> list[str]:
         """Put every lost job back in the queue; return their ids."""
