@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
-from formy_async.logs import ArqJobLines, log_config
+from formy_async.logs import _TRACEBACKS, ArqJobLines, log_config
 
 
 def arq_record(level: int, msg: str, *args: object) -> logging.LogRecord:
@@ -31,3 +32,14 @@ def test_the_filter_sits_on_arqs_worker_logger() -> None:
 
     assert config["loggers"]["arq.worker"]["filters"] == ["arq_job_lines"]
     assert config["filters"]["arq_job_lines"]["()"] is ArqJobLines
+
+
+def test_a_logged_traceback_leaves_out_local_variables() -> None:
+    secret = "s3cr3t-value"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        rendered = _TRACEBACKS(None, "error", {"event": "failed", "exc_info": exc})
+
+    assert rendered["exception"][0]["exc_value"] == "boom"
+    assert secret not in json.dumps(rendered)
