@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,13 @@ log = structlog.get_logger()
 
 #: called with (job_id, seq, raw event JSON); must not block: it runs inside the relay loop
 Sink = Callable[[str, int, str], None]
-#: called after the pub/sub connection came back, so subscribers can catch up from the log
-ResyncHook = Callable[[], None]
+#: the seq a sink is called with (and an empty event) after the pub/sub connection came back:
+#: events published meanwhile are only in the job's log, so the sink catches up from there
+RESYNC = -1
+#: how many subscribers read Redis (a job's record, its log) at once
+SUBSCRIBER_READS = 32
+#: subscribers queued at once that make a burst (see `ReadGate.__aexit__`)
+BURST = 1000
 
 
 def seq_of(raw: str) -> int:
@@ -29,17 +35,46 @@ def seq_of(raw: str) -> int:
     return int(raw[start : raw.index(",", start)])
 
 
+class ReadGate:
+    """Lets subscribers read Redis (a job's record, its log) a few at a time; the rest queue.
+
+    When browsers reconnect together (a restart, a deploy) thousands subscribe at once. One
+    queued here holds a coroutine and a future; one queued in redis-py's pool, kilobytes of
+    frames and buffers, and that peak would stay in the process's RSS long after.
+    """
+
+    def __init__(self, limit: int = SUBSCRIBER_READS) -> None:
+        self._free = asyncio.Semaphore(limit)
+        self._queued = 0  # since the queue was last empty
+
+    async def __aenter__(self) -> None:
+        if self._free.locked():
+            self._queued += 1
+        await self._free.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._free.release()
+        if self._queued >= BURST and not self._free.locked():
+            self._queued = 0
+            # CPython counts the frees of what the burst queued against the objects of the
+            # sockets it leaves idle, so those pile up in the young generation uncounted
+            # (80,000 at 10,000 sockets) and its first collection stalls the loop for ~25 ms,
+            # in the middle of the next events. The burst is over: pay for it now.
+            gc.collect(1)
+
+
 class EventHub:
     """Relays every job's events from Redis to the sinks subscribed to that job.
 
     A web process holds one hub, so one pub/sub connection however many WebSockets it serves.
     Sinks are plain callables; a slow sink is the sink's problem (it must queue and bound).
+    Every sink takes `RESYNC` as a seq; the hub keeps no other per-subscriber state.
     """
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.sinks: defaultdict[str, set[Sink]] = defaultdict(set)
-        self.resync_hooks: set[ResyncHook] = set()
+        self.reads = ReadGate()  # what subscribers read to catch up goes through it
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -72,6 +107,11 @@ class EventHub:
         for sink in list(sinks):
             sink(job_id, seq, raw)
 
+    def _resync(self) -> None:
+        for job_id, sinks in list(self.sinks.items()):
+            for sink in list(sinks):
+                sink(job_id, RESYNC, "")
+
     async def _run(self) -> None:
         delay = 0.1
         while True:
@@ -92,8 +132,7 @@ class EventHub:
             if not self._ready.is_set():
                 self._ready.set()
                 # events published while we were away are in the logs: let sinks catch up
-                for hook in list(self.resync_hooks):
-                    hook()
+                self._resync()
             while True:
                 message: Any = await pubsub.get_message(timeout=30)
                 if message is None or message["type"] != "pmessage":

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from fakeredis import FakeAsyncRedis, FakeServer
 
-from formy_async import keys
-from formy_async.events import EventHub, seq_of
+from formy_async import events, keys
+from formy_async.events import RESYNC, EventHub, ReadGate, seq_of
 from formy_async.models import Submitted
 
 
@@ -54,3 +55,48 @@ async def test_unsubscribed_sink_gets_nothing() -> None:
     assert got == []
     assert "a" not in hub.sinks
     await redis.aclose()
+
+
+async def test_sinks_catch_up_from_the_log_whenever_the_hub_connects() -> None:
+    redis = FakeAsyncRedis(server=FakeServer())
+    hub = EventHub(redis)
+    got: list[tuple[str, int]] = []
+    hub.subscribe("a", lambda job, seq, raw: got.append((job, seq)))
+    await hub.start()  # as after a lost pub/sub connection: events may have been missed
+    assert got == [("a", RESYNC)]
+    await hub.aclose()
+    await redis.aclose()
+
+
+async def test_read_gate_lets_a_few_readers_in_at_a_time() -> None:
+    gate = ReadGate(limit=3)
+    inside, most = 0, 0
+
+    async def reader() -> None:
+        nonlocal inside, most
+        async with gate:
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    await asyncio.gather(*(reader() for _ in range(20)))
+    assert (most, inside) == (3, 0)
+
+
+async def test_read_gate_collects_the_young_generations_once_a_burst_is_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collected: list[int] = []
+    monkeypatch.setattr(events, "BURST", 10)
+    monkeypatch.setattr(events.gc, "collect", lambda generation=2: collected.append(generation))
+    gate = ReadGate(limit=2)
+
+    async def reader() -> None:
+        async with gate:
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(reader() for _ in range(5)))
+    assert collected == []  # a few queued: no burst
+    await asyncio.gather(*(reader() for _ in range(20)))
+    assert collected == [1]

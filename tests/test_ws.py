@@ -39,12 +39,18 @@ async def store() -> AsyncIterator[JobStore]:
     await redis.aclose()
 
 
-async def _job_with_events(store: JobStore, count: int) -> list[str]:
-    job = Job(id="j", user="alice", workflow="w", params={})
-    await store.create(job, Submitted(job_id="j", workflow="w"))
+async def _job_with_events(store: JobStore, count: int, job_id: str = "j") -> list[str]:
+    job = Job(id=job_id, user="alice", workflow="w", params={})
+    await store.create(job, Submitted(job_id=job_id, workflow="w"))
     for _ in range(count - 1):
-        await store.append(job, Progress(job_id="j", node="1", value=0, max=1))
-    return await store.events("j")
+        await _append(store, job_id)
+    return await store.events(job_id)
+
+
+async def _append(store: JobStore, job_id: str = "j") -> str:
+    job = Job(id=job_id, user="alice", workflow="w", params={})
+    seq = await store.append(job, Progress(job_id=job_id, node="1", value=0, max=1))
+    return (await store.events(job_id, seq - 1))[0]
 
 
 async def _settle() -> None:
@@ -60,6 +66,56 @@ async def test_subscriber_gets_the_log_then_live_events_once_each(store: JobStor
         conn.push("j", seq, event)
     await _settle()
     assert [m.get("seq") for m in ws.sent if "seq" in m] == [2, 3]
+    await conn.aclose()
+
+
+async def test_live_events_during_the_log_sync_come_after_it_once_each(store: JobStore) -> None:
+    raw = await _job_with_events(store, 3)
+    ws = FakeSocket(open_=False)  # a client that reads nothing for now
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    subscribing = asyncio.create_task(conn.subscribe("j", after=0, identity=ALICE))
+    await _settle()
+    conn.push("j", 3, raw[2])  # a live copy of an event the log holds
+    conn.push("j", 4, await _append(store))
+    ws.gate.set()
+    await subscribing
+    await _settle()
+    assert ws.sent[0]["type"] == "subscribed"
+    assert [m.get("seq") for m in ws.sent] == [None, 1, 2, 3, 4]
+    await conn.aclose()
+
+
+async def test_a_job_subscribed_while_events_flow_gets_its_log_in_turn(store: JobStore) -> None:
+    await _job_with_events(store, 2, "j")
+    await _job_with_events(store, 2, "k")
+    ws = FakeSocket()
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=2, identity=ALICE)
+    ws.gate.clear()
+    conn.push("j", 3, await _append(store, "j"))  # the writer is at work, waiting on the client
+    subscribing = asyncio.create_task(conn.subscribe("k", after=0, identity=ALICE))
+    await _settle()
+    ws.gate.set()
+    await subscribing
+    await _settle()
+    assert [(m["job_id"], m.get("seq")) for m in ws.sent] == [
+        ("j", None),
+        ("j", 3),
+        ("k", None),
+        ("k", 1),
+        ("k", 2),
+    ]
+    await conn.aclose()
+
+
+async def test_an_idle_connection_keeps_no_outbox_or_writer(store: JobStore) -> None:
+    await _job_with_events(store, 1)
+    conn = Connection(FakeSocket(), EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=0, identity=ALICE)
+    conn.push("j", 2, await _append(store))
+    await _settle()
+    assert (conn.outbox, conn.overflowed, conn.writer) == (None, None, None)
+    assert conn.last_seq == {"j": 2}
     await conn.aclose()
 
 
@@ -82,7 +138,7 @@ async def test_slow_reader_overflows_without_blocking_the_relay(store: JobStore)
     slow_conn = Connection(slow, hub, store, size=10)  # type: ignore[arg-type]
     fast_conn = Connection(fast, hub, store, size=10)  # type: ignore[arg-type]
     slow_conn.last_seq["j"] = 0
-    hub.subscribe("j", slow_conn.push)
+    hub.subscribe("j", slow_conn)
     await fast_conn.subscribe("j", after=1, identity=ALICE)
     await _settle()
     for seq in range(2, 40):  # deliver() is synchronous: it can never wait on a socket

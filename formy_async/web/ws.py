@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -14,31 +15,47 @@ from aiohttp import WSMessage, WSMsgType, web
 from pydantic import ValidationError
 
 from .. import keys
-from ..auth import Identity, bearer, verify_token
+from ..auth import Identity, bearer
 from ..errors import Forbidden, Unauthorized
-from ..events import EventHub
+from ..events import RESYNC, EventHub
 from ..jobstore import JobStore
 from ..metrics import WebMetrics, event_ts
 from ..models import CLIENT_MESSAGE_ADAPTER, Authenticate, Job, Subscribe, Unsubscribe
-from .context import HUB, SETTINGS, SOCKETS, STORE
+from .context import HUB, SETTINGS, SOCKETS, STORE, TOKENS
 from .metrics import METRICS
 from .security import origin_allowed
 
 log = structlog.get_logger()
 
-_SYNC = -1  # queue marker: send whatever the log holds after the last seq sent
+_SYNC = RESYNC  # queue marker: send whatever the log holds after the last seq sent
 
 
 class Connection:
     """One browser socket: its subscriptions, a bounded outbox and the task that drains it.
 
-    The writer task exists only while there is something to send, so an idle socket costs
-    little more than aiohttp's own.
+    A socket is idle most of its life, so it holds only what it must: the outbox, the overflow
+    notice and the writer task exist while there is something to send, and the connection is
+    itself the sink the hub calls (no bound method per subscription). One sender at a time
+    writes to the socket: the writer task, or the handler while it sends a new subscription's
+    log.
 
     Every job's events reach the socket in seq order, each exactly once: live events are
     deduplicated by seq, and a gap (a missed publish, a late subscription) is filled from the
     job's event log before the live event is sent.
     """
+
+    __slots__ = (
+        "hub",
+        "last_seq",
+        "metrics",
+        "outbox",
+        "overflowed",
+        "sending",
+        "size",
+        "store",
+        "writer",
+        "ws",
+    )
 
     def __init__(
         self,
@@ -54,62 +71,106 @@ class Connection:
         self.store = store
         self.last_seq: dict[str, int] = {}
         self.size = size
-        self.outbox: deque[tuple[str, int, str]] = deque()
-        self.overflowed: dict[str, int] = {}
+        self.outbox: deque[tuple[str, int, str]] | None = None
+        self.overflowed: dict[str, int] | None = None
         self.writer: asyncio.Task[None] | None = None
-        hub.resync_hooks.add(self.resync)
+        self.sending = False  # the writer, or the handler sending a log, is at work
 
     # --- called by the hub (must not block) -----------------------------------------------------
 
     def push(self, job_id: str, seq: int, raw: str) -> None:
+        self._enqueue(job_id, seq, raw)
+        if not self.sending:
+            self._start_writer()
+
+    __call__ = push  # as the hub's sink
+
+    def _enqueue(self, job_id: str, seq: int, raw: str) -> None:
+        if self.outbox is None:
+            self.outbox = deque()
         if len(self.outbox) >= self.size:
             self._overflow()
         else:
             self.outbox.append((job_id, seq, raw))
-        if self.writer is None:
-            self.writer = asyncio.create_task(self._drain(), name="ws-writer")
 
-    def resync(self) -> None:
-        for job_id in list(self.last_seq):
-            self.push(job_id, _SYNC, "")
+    def _start_writer(self) -> None:
+        self.sending = True
+        self.writer = asyncio.create_task(self._drain(), name="ws-writer")
 
     def _overflow(self) -> None:
         # a client too slow for its events loses its subscriptions, not the server's memory;
         # it is told the last seq it got for each job and resubscribes from there
-        for job_id, seq in list(self.last_seq.items()):
-            self.overflowed[job_id] = seq
+        if self.last_seq:
+            self.overflowed = {**(self.overflowed or {}), **self.last_seq}
+        for job_id in list(self.last_seq):
             self.unsubscribe(job_id)
-        self.outbox.clear()
+        if self.outbox is not None:
+            self.outbox.clear()
 
     # --- called by the handler ----------------------------------------------------------------
 
     async def subscribe(self, job_id: str, after: int, identity: Identity) -> None:
-        raw = await self.store.redis.get(keys.job(job_id))
-        owner = Job.model_validate_json(raw).user if raw is not None else None
-        if owner is None or not (identity.admin or owner == identity.user):
-            await self.send_control(
-                "error",
-                job_id=job_id,
-                error={"code": "job_not_found", "message": f"no job with id {job_id!r}"},
-            )
+        # Redis is read in a turn at the hub's gate and the socket written after it: a slow
+        # client must not hold up everyone else's subscriptions
+        async with self.hub.reads:
+            owner = await self._owner(job_id)
+            allowed = owner is not None and (identity.admin or owner == identity.user)
+            backlog = await self._follow(job_id, after) if allowed else None
+        if not allowed:
+            await self.send_error("job_not_found", f"no job with id {job_id!r}", job_id=job_id)
             return
-        self.overflowed.pop(job_id, None)
-        if job_id not in self.last_seq:
-            self.hub.subscribe(job_id, self.push)
-        self.last_seq[job_id] = after
         await self.send_control("subscribed", job_id=job_id, after=after)
-        self.push(job_id, _SYNC, "")
+        if backlog is None:  # the writer is at work: it sends the log in its turn
+            self.push(job_id, _SYNC, "")
+        else:
+            await self._send_backlog(job_id, backlog)
+
+    async def _owner(self, job_id: str) -> str | None:
+        raw = await self.store.redis.get(keys.job(job_id))
+        return Job.model_validate_json(raw).user if raw is not None else None
+
+    async def _follow(self, job_id: str, after: int) -> list[str] | None:
+        """Subscribe from `after`; the log after it if the handler is to send it itself.
+
+        It is when no writer is at work (live events then wait in the outbox until the log is
+        out): a writer task per subscription would cost more than the sync, and when thousands
+        of browsers subscribe at once, that peak stays in the process's RSS.
+        """
+        if self.overflowed is not None:
+            self.overflowed.pop(job_id, None)
+        if job_id not in self.last_seq:
+            self.hub.subscribe(job_id, self)
+        self.last_seq[job_id] = after
+        if self.sending:
+            return None
+        self.sending = True
+        try:
+            return await self.store.events(job_id, after)
+        except BaseException:
+            self.sending = False
+            raise
+
+    async def _send_backlog(self, job_id: str, backlog: list[str]) -> None:
+        try:
+            with contextlib.suppress(ConnectionError):
+                await self._send_log(job_id, backlog)
+        finally:
+            self.sending = False
+        if self.outbox or self.overflowed:  # live events that came meanwhile
+            self._start_writer()
 
     def unsubscribe(self, job_id: str) -> None:
         if self.last_seq.pop(job_id, None) is not None:
-            self.hub.unsubscribe(job_id, self.push)
+            self.hub.unsubscribe(job_id, self)
+
+    async def send_error(self, code: str, message: str, **fields: Any) -> None:
+        await self.send_control("error", **fields, error={"code": code, "message": message})
 
     async def send_control(self, type_: str, **fields: Any) -> None:
         with contextlib.suppress(ConnectionError):
             await self.ws.send_str(json.dumps({"type": type_, **fields}))
 
     async def aclose(self) -> None:
-        self.hub.resync_hooks.discard(self.resync)
         for job_id in list(self.last_seq):
             self.unsubscribe(job_id)
         if self.writer is not None:
@@ -122,13 +183,17 @@ class Connection:
     async def _drain(self) -> None:
         try:
             with contextlib.suppress(ConnectionError):
-                while self.outbox or self.overflowed:
-                    if not self.outbox:
-                        await self.send_control("overflow", last_seq=dict(self.overflowed))
-                        self.overflowed.clear()
-                        continue
-                    await self._send(*self.outbox.popleft())
+                while True:
+                    if self.outbox:
+                        await self._send(*self.outbox.popleft())
+                    elif self.overflowed:
+                        last_seq, self.overflowed = self.overflowed, None
+                        await self.send_control("overflow", last_seq=last_seq)
+                    else:
+                        self.outbox = self.overflowed = None
+                        return
         finally:
+            self.sending = False
             self.writer = None
 
     async def _send(self, job_id: str, seq: int, raw: str) -> None:
@@ -136,7 +201,8 @@ class Connection:
         if last is None or (seq != _SYNC and seq <= last):
             return  # unsubscribed meanwhile, or already sent
         if seq == _SYNC or seq > last + 1:
-            await self._send_from_log(job_id, last, None if seq == _SYNC else seq - 1)
+            missed = await self._read_log(job_id, last, -1 if seq == _SYNC else seq - 1)
+            await self._send_log(job_id, missed)
             if seq == _SYNC:
                 return
         await self.ws.send_str(raw)
@@ -145,8 +211,13 @@ class Connection:
         if job_id in self.last_seq:
             self.last_seq[job_id] = seq
 
-    async def _send_from_log(self, job_id: str, after: int, until: int | None) -> None:
-        for raw in await self.store.events(job_id, after, -1 if until is None else until):
+    async def _read_log(self, job_id: str, after: int, until: int) -> list[str]:
+        async with self.hub.reads:
+            return await self.store.events(job_id, after, until)
+
+    async def _send_log(self, job_id: str, events: list[str]) -> None:
+        """Send events read from the log, which follow the last seq sent when it was read."""
+        for raw in events:
             if job_id not in self.last_seq:
                 return
             await self.ws.send_str(raw)
@@ -180,12 +251,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     metrics.connection_opened()
     try:
         async for msg in ws:
-            command = await _command(conn, msg)
-            if isinstance(command, Subscribe):
-                await conn.subscribe(command.job_id, command.after, identity)
-            elif isinstance(command, Unsubscribe):
-                conn.unsubscribe(command.job_id)
-                await conn.send_control("unsubscribed", job_id=command.job_id)
+            await _action(conn, msg, identity)
+            del msg  # or the last message stays referenced for as long as the socket idles
     finally:
         metrics.connection_closed()
         if expiry is not None:
@@ -194,24 +261,37 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _command(conn: Connection, msg: WSMessage) -> Any:
+def _action(conn: Connection, msg: WSMessage, identity: Identity) -> Awaitable[None]:
+    """What a client message asks for, as a coroutine that holds only the fields it needs.
+
+    A subscription may wait its turn for a while (thousands arrive at once after a restart),
+    and the parsed message would cost more than the wait itself.
+    """
     if msg.type is not WSMsgType.TEXT:
-        await conn.send_control(
-            "error", error={"code": "bad_message", "message": "send JSON text messages"}
-        )
-        return None
+        return conn.send_error("bad_message", "send JSON text messages")
     try:
-        return CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
+        command = CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
     except ValidationError as exc:
-        await conn.send_control(
-            "error", error={"code": "bad_message", "message": _first_error(exc)}
-        )
-        return None
+        return conn.send_error("bad_message", _first_error(exc))
+    if isinstance(command, Subscribe):
+        return conn.subscribe(command.job_id, command.after, identity)
+    if isinstance(command, Unsubscribe):
+        return _unsubscribe(conn, command.job_id)
+    return _ignore()  # a second `auth` message
+
+
+async def _unsubscribe(conn: Connection, job_id: str) -> None:
+    conn.unsubscribe(job_id)
+    await conn.send_control("unsubscribed", job_id=job_id)
+
+
+async def _ignore() -> None:
+    pass
 
 
 async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Identity | None:
     """The caller's identity, or None after closing the socket with 4401 and the reason."""
-    secret = request.app[SETTINGS].secret_key
+    tokens = request.app[TOKENS]
     try:
         token = request.query.get("token") or bearer(request.headers.get("Authorization"))
         if not token:
@@ -229,7 +309,7 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Iden
                     'the first message must be {"type": "auth"}', code="token_missing"
                 )
             token = command.token
-        return verify_token(secret, token)
+        return tokens(token)
     except (Unauthorized, ValidationError) as exc:
         code = exc.code if isinstance(exc, Unauthorized) else "token_missing"
         with contextlib.suppress(ConnectionError):
@@ -245,15 +325,17 @@ def _close_at_expiry(ws: web.WebSocketResponse, identity: Identity) -> asyncio.T
     if identity.expires_at is None:
         return None
     delay = max(0.0, identity.expires_at - time.time())
+    return asyncio.get_running_loop().call_later(delay, _expire, ws)
 
-    closing: set[asyncio.Task[bool]] = set()  # a reference, until the close has run
 
-    def close() -> None:
-        task = asyncio.ensure_future(ws.close(code=CLOSE_UNAUTHORIZED, message=b"token_expired"))
-        closing.add(task)
-        task.add_done_callback(closing.discard)
+#: the closes that expired tokens started, referenced until they have run
+_closing: set[asyncio.Task[bool]] = set()
 
-    return asyncio.get_running_loop().call_later(delay, close)
+
+def _expire(ws: web.WebSocketResponse) -> None:
+    task = asyncio.create_task(ws.close(code=CLOSE_UNAUTHORIZED, message=b"token_expired"))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _first_error(exc: ValidationError) -> str:
