@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -20,15 +21,19 @@ from formy_async.jobstore import JobStore
 from formy_async.models import Progress
 
 
-async def publish_raw(redis: Redis, job_ids: list[str], rate: float, duration: float) -> int:
-    sent = 0
+async def paced(rate: float, duration: float) -> AsyncIterator[int]:
+    """0, 1, 2, … each at its due time: `rate` a second for `duration` seconds."""
     start = time.monotonic()
-    total = int(rate * duration)
-    for i in range(total):
-        due = start + i / rate
-        pause = due - time.monotonic()
+    for i in range(int(rate * duration)):
+        pause = start + i / rate - time.monotonic()
         if pause > 0:
             await asyncio.sleep(pause)
+        yield i
+
+
+async def publish_raw(redis: Redis, job_ids: list[str], rate: float, duration: float) -> int:
+    sent = 0
+    async for i in paced(rate, duration):
         job_id = job_ids[i % len(job_ids)]
         event = {
             "job_id": job_id, "seq": i + 2, "ts": time.time(), "status": "processing",
@@ -45,17 +50,13 @@ async def publish_store(redis: Redis, job_ids: list[str], rate: float, duration:
     jobs = [await store.get(job_id) for job_id in job_ids]
     for job in jobs:
         job.status = "processing"
-    start = time.monotonic()
-    total = int(rate * duration)
-    for i in range(total):
-        due = start + i / rate
-        pause = due - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
+    total = 0
+    async for i in paced(rate, duration):
         job = jobs[i % len(jobs)]
         event = Progress(job_id=job.id, node="1", node_type="KSampler", value=0, max=1e12)
         event.value = time.monotonic()
         await store.append(job, event)
+        total += 1
     return total
 
 

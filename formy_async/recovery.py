@@ -77,7 +77,7 @@ class Recovery:
         """Hold the job's lease while it runs here (and list it in the heartbeat at once)."""
         self.running.add(job_id)
         async with self.arq.pipeline(transaction=False) as pipe:
-            pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
+            self._lease(pipe, job_id)
             self._beat(pipe)
             await pipe.execute()
         try:
@@ -106,8 +106,11 @@ class Recovery:
         async with self.arq.pipeline(transaction=False) as pipe:
             self._beat(pipe)
             for job_id in self.running:
-                pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
+                self._lease(pipe, job_id)
             await pipe.execute()
+
+    def _lease(self, pipe: Pipeline, job_id: str) -> None:
+        pipe.set(keys.job_lease(job_id), self.worker_id, px=int(self.lease_ttl * 1000))
 
     def _beat(self, pipe: Pipeline) -> None:
         beat = {**self.describe, "running": sorted(self.running), "seen_at": time.time()}

@@ -7,10 +7,16 @@ from typing import Any
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import ValidationError
 
 from ..errors import FormyError, TooManyRequests
 
 log = structlog.get_logger()
+
+
+def validation_summary(exc: ValidationError) -> str:
+    """Every problem pydantic found, as `where: what` joined by "; "."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:

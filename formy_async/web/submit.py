@@ -18,6 +18,7 @@ from ..webhooks import check_webhook_url
 from ..workflows import Workflow, check_raw_graph
 from .catalog import MODELS
 from .context import CATALOGUE, REDIS, SETTINGS, STORE
+from .errors import validation_summary
 from .security import caller, signer
 
 routes = web.RouteTableDef()
@@ -60,7 +61,7 @@ async def submit_job(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise BadRequest(
             'the body must be {"workflow": name, "params": {...}} or {"graph": {...}}: '
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            + validation_summary(exc),
             code="invalid_body",
         ) from None
     settings = request.app[SETTINGS]

@@ -19,6 +19,7 @@ from ..signals import request_cancel
 from ..storage import content_type_of, output_key
 from ..webhooks import enqueue_webhook
 from .context import ARQ, HTTP, REDIS, SETTINGS, STORAGE, STORE
+from .errors import validation_summary
 from .security import caller, owned_job, signer
 
 routes = web.RouteTableDef()
@@ -97,7 +98,7 @@ def _list_query(request: web.Request) -> _ListQuery:
         return _ListQuery.model_validate(dict(request.query))
     except ValidationError as exc:
         raise BadRequest(
-            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+            validation_summary(exc),
             code="invalid_query",
         ) from None
 
