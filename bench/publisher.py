@@ -17,8 +17,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from formy_async.jobstore import JobStore
 from formy_async.models import Progress
+from formy_async.store.jobs import JobStore
 
 
 async def paced(rate: float, duration: float) -> AsyncIterator[int]:

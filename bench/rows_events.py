@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from formy_async.jobstore import JobStore
 from formy_async.models import Job, Submitted
+from formy_async.store.jobs import JobStore
 
 from . import procs
 from .clients import BENCH_USER, Subscribers, poll_jobs, submit_jobs

@@ -11,7 +11,7 @@ from typing import Any
 from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 
-from formy_async.connections import arq_pool
+from formy_async.store.connections import arq_pool
 
 from . import procs
 from .arq_noop import QUEUE as NOOP_QUEUE

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .client import FormyClient, WorkflowInfo
+from .client.api import FormyClient, WorkflowInfo
 from .errors import (
     BadRequest,
     ComfyError,
@@ -11,11 +11,18 @@ from .errors import (
     ComfyRejected,
     ComfyUnavailable,
     Conflict,
+    Forbidden,
     FormyAPIError,
     FormyConnectionError,
     FormyError,
     InvalidParams,
+    JobFinished,
+    JobNotFound,
     NotFound,
+    TooManyRequests,
+    Unauthorized,
+    UploadNotFound,
+    WorkflowNotFound,
 )
 from .models import (
     Cancelled,
@@ -48,6 +55,7 @@ __all__ = [
     "Done",
     "Event",
     "Failed",
+    "Forbidden",
     "FormyAPIError",
     "FormyClient",
     "FormyConnectionError",
@@ -55,6 +63,8 @@ __all__ = [
     "InvalidParams",
     "Job",
     "JobError",
+    "JobFinished",
+    "JobNotFound",
     "JobStatus",
     "JobView",
     "NotFound",
@@ -64,5 +74,9 @@ __all__ = [
     "Started",
     "SubmitJob",
     "Submitted",
+    "TooManyRequests",
+    "Unauthorized",
+    "UploadNotFound",
     "WorkflowInfo",
+    "WorkflowNotFound",
 ]

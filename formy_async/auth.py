@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 import jwt
 
-from .errors import Unauthorized
+from .errors import TokenExpired, TokenInvalid, TokenMissing
 
 ALGORITHM = "HS256"
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
@@ -43,18 +43,18 @@ def mint_token(
 def verify_token(secret: str, token: str) -> Identity:
     """The identity a token carries; Unauthorized naming what is wrong with it otherwise."""
     if not token:
-        raise Unauthorized("a bearer token is required", code="token_missing")
+        raise TokenMissing("a bearer token is required")
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
         )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized("the token has expired", code="token_expired") from None
+        raise TokenExpired("the token has expired") from None
     except jwt.InvalidTokenError as exc:
-        raise Unauthorized(f"the token is not valid: {exc}", code="token_invalid") from None
+        raise TokenInvalid(f"the token is not valid: {exc}") from None
     user = claims.get("sub")
     if not isinstance(user, str) or not USER_ID.match(user):
-        raise Unauthorized("the token's subject is not a valid user id", code="token_invalid")
+        raise TokenInvalid("the token's subject is not a valid user id")
     scope = claims.get("scope", "")
     admin = isinstance(scope, str) and "admin" in scope.split()
     return Identity(user=user, admin=admin, expires_at=float(claims["exp"]))
@@ -92,7 +92,7 @@ def bearer(header: str | None) -> str:
         return ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("use `Authorization: Bearer <token>`", code="token_invalid")
+        raise TokenInvalid("use `Authorization: Bearer <token>`")
     return token.strip()
 
 

@@ -1,25 +1,24 @@
-"""The `formy-async` command: use a server's API, run the whole stack, or run the simulator."""
+"""The `formy-async` command: use a server's API, run the whole stack, or run the simulator.
+
+The client commands need only the client's dependencies; the others (the service's) import
+what they run when they run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
-from .cli_output import Printer
-from .client import FormyClient
-from .errors import FormyAPIError, FormyConnectionError
-from .models import JobView
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
-EXIT_DONE, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .client.cli import (
+    CLIENT_COMMANDS,
+    EXIT_DONE,
+    add_client_commands,
+    parse_params,
+    run_client_command,
+)
 
 EPILOG = """\
 exit status: 0 when the command (or the job it waited for) succeeded, 1 when the job failed or
@@ -36,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _client_commands(commands)
+    add_client_commands(commands)
     run = commands.add_parser(
         "run",
         help="web + worker (+ fake Redis and simulator unless "
@@ -67,58 +66,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help=f"the server (FORMY_URL; default {DEFAULT_URL})")
-    common.add_argument("--token", help="API token (FORMY_TOKEN)")
-    common.add_argument("--timeout", type=float, default=30, help="seconds per request")
-    common.add_argument("--json", action="store_true", help="print JSON lines")
-    submit = commands.add_parser("submit", parents=[common], help="submit a job")
-    submit.add_argument("workflow", help="a workflow name (see `formy-async workflows`)")
-    submit.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a param; VALUE is read as JSON when it parses (7, true, [1]), else as a string",
-    )
-    submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    submit.add_argument("--out", type=Path, help="save the outputs into this folder (waits)")
-    wait = commands.add_parser("wait", parents=[common], help="follow a job until it ends")
-    wait.add_argument("job_id")
-    wait.add_argument("--out", type=Path, help="save the outputs into this folder")
-    status = commands.add_parser("status", parents=[common], help="show a job")
-    status.add_argument("job_id")
-    cancel = commands.add_parser("cancel", parents=[common], help="cancel a job")
-    cancel.add_argument("job_id")
-    jobs = commands.add_parser("jobs", parents=[common], help="list jobs, newest first")
-    jobs.add_argument("--status", choices=JOB_STATUSES)
-    jobs.add_argument("--limit", type=_positive, default=20, help="how many (default 20)")
-    commands.add_parser("workflows", parents=[common], help="list the workflows and params")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
-def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs as params: VALUE as JSON when it parses, else the string itself."""
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--param takes KEY=VALUE, not {pair!r}")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """The console entry point; exits with the status `run_command` returns."""
     code = run_command(argv)
@@ -133,7 +80,7 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         _run_stack(args)
     elif args.command == "worker":
         from .settings import Settings
-        from .worker import run_worker_process
+        from .worker.process import run_worker_process
 
         run_worker_process(Settings())
     elif args.command == "doctor":
@@ -142,152 +89,17 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         return _mint(parser, args)
     elif args.command == "simulator":
         _run_simulator(args)
-    else:
+    elif args.command in CLIENT_COMMANDS:
         if args.command == "submit":
             try:
                 args.params = parse_params(args.param)
             except ValueError as exc:
                 parser.error(str(exc))
-        return _run_client_command(args)
+        return run_client_command(args)
     return EXIT_DONE
 
 
-# --- client commands --------------------------------------------------------------------------
-
-
-@dataclass
-class _Call:
-    """One client command's arguments and printer, and the job it is following if any."""
-
-    args: argparse.Namespace
-    printer: Printer
-    following: str | None = None  # what Ctrl+C offers to cancel
-
-
-Command = Callable[[FormyClient, _Call], Awaitable[int]]
-
-
-def _run_client_command(args: argparse.Namespace) -> int:
-    call = _Call(args, Printer(json_lines=args.json))
-    try:
-        return asyncio.run(_with_client(call, _COMMANDS[args.command]))
-    except KeyboardInterrupt:
-        if call.following is None:
-            return EXIT_INTERRUPTED
-        return _offer_to_cancel(call, call.following)
-
-
-def _offer_to_cancel(call: _Call, job_id: str) -> int:
-    try:
-        answer = input(f"\ncancel job {job_id}? [y/N] ")
-    except (EOFError, KeyboardInterrupt):
-        answer = ""
-    if answer.strip().lower() not in ("y", "yes"):
-        call.printer.note(f"job {job_id} goes on; follow it with: formy-async wait {job_id}")
-        return EXIT_INTERRUPTED
-    call.args.job_id = job_id
-    try:
-        return asyncio.run(_with_client(call, _cancel_and_wait))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-
-
-async def _with_client(call: _Call, command: Command) -> int:
-    args = call.args
-    url = args.url or os.environ.get("FORMY_URL") or DEFAULT_URL
-    token = args.token or os.environ.get("FORMY_TOKEN") or None
-    try:
-        async with FormyClient(url, token=token, timeout=args.timeout) as client:
-            return await command(client, call)
-    except FormyConnectionError as exc:
-        call.printer.error(f"cannot reach the server at {url}: {exc.message}")
-    except FormyAPIError as exc:
-        call.printer.api_error(exc)
-    return EXIT_USAGE
-
-
-async def _submit(client: FormyClient, call: _Call) -> int:
-    args = call.args
-    job = await client.submit(args.workflow, **args.params)
-    if not (args.wait or args.out):
-        call.printer.job(job)
-        return EXIT_DONE
-    if not args.json:
-        call.printer.note(f"job {job.id} submitted")
-    return await _follow(client, call, job.id)
-
-
-async def _wait(client: FormyClient, call: _Call) -> int:
-    return await _follow(client, call, call.args.job_id)
-
-
-async def _follow(client: FormyClient, call: _Call, job_id: str) -> int:
-    """Show the job's events until its end, save its outputs if asked; 0 if it is done."""
-    call.following = job_id
-    with call.printer.watch(job_id) as show:
-        async with contextlib.aclosing(client.events(job_id)) as events:
-            async for event in events:
-                show(event)
-    call.following = None
-    job = await client.get(job_id)
-    call.printer.finished(job)
-    if call.args.out is not None and job.outputs:
-        call.printer.saved(await client.download(job_id, call.args.out))
-    return EXIT_DONE if job.status == "done" else EXIT_JOB_FAILED
-
-
-async def _status(client: FormyClient, call: _Call) -> int:
-    call.printer.job(await client.get(call.args.job_id))
-    return EXIT_DONE
-
-
-async def _cancel(client: FormyClient, call: _Call) -> int:
-    call.printer.job(await client.cancel(call.args.job_id))
-    return EXIT_DONE
-
-
-async def _cancel_and_wait(client: FormyClient, call: _Call) -> int:
-    """After Ctrl+C and a yes: cancel the job, then report how it ended."""
-    try:
-        await client.cancel(call.args.job_id)
-    except FormyAPIError as exc:
-        if exc.code != "job_finished":  # it ended while we asked: say how
-            raise
-    job = await client.wait(call.args.job_id)
-    call.printer.finished(job)
-    return EXIT_DONE if job.status == "done" else EXIT_JOB_FAILED
-
-
-async def _jobs(client: FormyClient, call: _Call) -> int:
-    limit: int = call.args.limit
-    shown: list[JobView] = []
-    async with contextlib.aclosing(
-        client.list(status=call.args.status, limit=min(limit, 100))
-    ) as pages:
-        async for page in pages:
-            shown += page[: limit - len(shown)]
-            if len(shown) >= limit:
-                break
-    call.printer.jobs(shown)
-    return EXIT_DONE
-
-
-async def _workflows(client: FormyClient, call: _Call) -> int:
-    call.printer.workflows(await client.workflows())
-    return EXIT_DONE
-
-
-_COMMANDS: dict[str, Command] = {
-    "submit": _submit,
-    "wait": _wait,
-    "status": _status,
-    "cancel": _cancel,
-    "jobs": _jobs,
-    "workflows": _workflows,
-}
-
-
-# --- the stack and the simulator --------------------------------------------------------------
+# --- the service's commands ----------------------------------------------------------------
 
 
 def _run_stack(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 from PIL import Image
 
-from .comfy import ComfyClient
+from .comfy.client import ComfyClient
 from .errors import FormyError
 from .images import probe
 from .workflows import Catalogue
@@ -68,7 +68,7 @@ class Doctor:
     async def nodes(self) -> str:
         missing = []
         for node in REQUIRED_NODES:
-            info = await self.comfy._json("GET", f"/object_info/{node}")
+            info = await self.comfy.node_info(node)
             if not info:
                 missing.append(node)
         if missing:

@@ -16,11 +16,12 @@ import structlog
 from aiohttp import web
 from redis.asyncio import Redis
 
-from .connections import arq_pool, fake_redis, redis_from_settings
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
+from .store.connections import arq_pool, fake_redis, redis_from_settings
 from .web.app import create_app
-from .worker import FormyWorker, supervise, worker_options
+from .worker.process import FormyWorker, supervise
+from .worker.settings import worker_kwargs
 
 log = structlog.get_logger()
 
@@ -73,7 +74,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        options = worker_options(settings, configure_logging=False)
+        options = worker_kwargs(settings, configure_logging=False)
         del options["redis_settings"]
         # the worker closes its pool when it stops, so it gets a client of its own
         worker = FormyWorker(**options, redis_pool=arq_pool(worker_redis), handle_signals=False)

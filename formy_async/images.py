@@ -9,24 +9,9 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import FormyError
+from .errors import CorruptImage, ImageTooLarge, UnsupportedImage
 
 ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
-
-
-class UnsupportedImage(FormyError):
-    code = "unsupported_image"
-    http_status = 415
-
-
-class CorruptImage(FormyError):
-    code = "corrupt_image"
-    http_status = 422
-
-
-class ImageTooLarge(FormyError):
-    code = "image_too_large"
-    http_status = 422
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 JobStatus = Literal["pending", "processing", "done", "failed", "cancelled"]
 FINAL_STATUSES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+def without_credentials(url: str) -> str:
+    """A URL without the user and password it may hold: what logs and answers may show."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
 
 
 def now() -> float:
@@ -38,7 +46,7 @@ class JobError(BaseModel):
 
 
 class Job(BaseModel):
-    """A job as stored and as returned by `GET /api/jobs/{id}`."""
+    """A job as stored (what users see of it is a `JobView`)."""
 
     id: str
     user: str = ""
@@ -65,19 +73,79 @@ class Job(BaseModel):
         return self.status in FINAL_STATUSES
 
 
-class JobView(Job):
-    """A job plus the links a client follows from it."""
+class JobView(BaseModel):
+    """A job as its owner (and its webhook) sees it: chosen fields, and the links to follow."""
 
+    id: str
+    user: str
+    workflow: str
+    params: dict[str, Any]
+    webhook_url: str | None = None
+    status: JobStatus
+    progress: int = Field(ge=0, le=100)
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    prompt_id: str | None = None
+    time_limit: float | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
+    outputs: list[OutputFile] = []
+    error: JobError | None = None
     links: dict[str, str]
 
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
     @classmethod
-    def of(cls, job: Job, sign: Callable[[str], str] | None = None) -> JobView:
-        """The job as shown to its owner; `sign` turns output paths into signed URLs."""
-        base = f"/api/jobs/{job.id}"
-        data = job.model_dump(exclude={"graph"})
-        if sign is not None:
-            data["outputs"] = [{**o, "url": sign(o["url"])} for o in data["outputs"]]
-        return cls(**data, links={"self": base, "websocket": "/ws"})
+    def of(cls, job: Job, sign: Callable[[str], str] | None = None) -> Self:
+        """The job as shown; `sign` turns output paths into signed URLs."""
+        outputs = [
+            o.model_copy(update={"url": sign(o.url)}) if sign is not None else o
+            for o in job.outputs
+        ]
+        return cls(
+            **cls._fields_of(job),
+            outputs=outputs,
+            links={"self": f"/api/jobs/{job.id}", "websocket": "/ws"},
+        )
+
+    @classmethod
+    def _fields_of(cls, job: Job) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "user": job.user,
+            "workflow": job.workflow,
+            "params": job.params,
+            "webhook_url": job.webhook_url,
+            "status": job.status,
+            "progress": job.progress,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "prompt_id": job.prompt_id,
+            "time_limit": job.time_limit,
+            "priority": job.priority,
+            "error": job.error,
+        }
+
+
+class AdminJobView(JobView):
+    """A job as an admin sees it: also where it runs and how many tries it took."""
+
+    backend: str | None = Field(None, description="the ComfyUI server it runs on (no credentials)")
+    attempt: int = 0
+    losses: int = 0
+
+    @classmethod
+    def _fields_of(cls, job: Job) -> dict[str, Any]:
+        backend = without_credentials(job.backend) if job.backend else None
+        return {
+            **super()._fields_of(job),
+            "backend": backend,
+            "attempt": job.attempt,
+            "losses": job.losses,
+        }
 
 
 class SubmitJob(BaseModel):

@@ -9,6 +9,8 @@ from urllib.parse import parse_qsl
 from pydantic import AliasChoices, BaseModel, Field, HttpUrl, RedisDsn, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .models import without_credentials
+
 MIN_SECRET_LENGTH = 32
 
 
@@ -18,6 +20,11 @@ class BackendSpec(BaseModel):
     url: str
     capacity: int = Field(1, ge=1, le=64)
     labels: frozenset[str] = frozenset()
+
+    @property
+    def label(self) -> str:
+        """The URL without credentials: what dashboards and public answers may show."""
+        return without_credentials(self.url)
 
 
 def parse_backends(value: str) -> list[BackendSpec]:

@@ -19,7 +19,7 @@ from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from .errors import NotFound, StorageUnavailable
+from .errors import FileNotFound, StorageUnavailable
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class LocalStorage:
             async with aiofiles.open(self._path(key), "rb") as f:
                 return await f.read()
         except FileNotFoundError:
-            raise NotFound(f"no stored file {key!r}", code="file_not_found") from None
+            raise FileNotFound(f"no stored file {key!r}") from None
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -213,7 +213,7 @@ class S3Storage:
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", "unknown"))
             if code in _MISSING_CODES:
-                raise NotFound(f"no stored file {key!r}", code="file_not_found") from None
+                raise FileNotFound(f"no stored file {key!r}") from None
             log.warning("storage_error", operation=operation, key=key, error=str(exc))
             raise StorageUnavailable(f"object storage refused {operation}: {code}") from exc
         except (BotoCoreError, aiohttp.ClientError, TimeoutError) as exc:

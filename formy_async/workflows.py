@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from .errors import InvalidParams, NotFound
+from .errors import InvalidGraph, InvalidParams, NodeNotAllowed, PathNotAllowed, WorkflowNotFound
 
 Graph = dict[str, dict[str, Any]]
 
@@ -220,9 +220,7 @@ class Catalogue(Mapping[str, Workflow]):
             return self._workflows[name]
         except KeyError:
             known = ", ".join(self._workflows)
-            raise NotFound(
-                f"no workflow named {name!r}; known: {known}", code="workflow_not_found"
-            ) from None
+            raise WorkflowNotFound(f"no workflow named {name!r}; known: {known}") from None
 
     def __getitem__(self, name: str) -> Workflow:
         return self._workflows[name]
@@ -323,27 +321,20 @@ def check_raw_graph(graph: Mapping[str, Any], allowed: list[str]) -> None:
     for node_id, node in graph.items():
         class_type = node.get("class_type") if isinstance(node, Mapping) else None
         if not isinstance(class_type, str) or not isinstance(node.get("inputs"), Mapping):
-            raise InvalidParams(
-                f"node {node_id!r} needs class_type and inputs", code="invalid_graph"
-            )
+            raise InvalidGraph(f"node {node_id!r} needs class_type and inputs")
         if class_type not in allowed:
             refused.append(f"{node_id} ({class_type})")
         for name, value in node["inputs"].items():
             if isinstance(value, str) and _escapes(value):
-                raise InvalidParams(
-                    f"node {node_id} input {name!r}: file paths may not leave ComfyUI's folders",
-                    code="path_not_allowed",
+                raise PathNotAllowed(
+                    f"node {node_id} input {name!r}: file paths may not leave ComfyUI's folders"
                 )
     if refused:
-        raise InvalidParams(
-            f"node types not allowed: {', '.join(refused)}",
-            code="node_not_allowed",
-            details={"allowed": sorted(allowed)},
+        raise NodeNotAllowed(
+            f"node types not allowed: {', '.join(refused)}", details={"allowed": sorted(allowed)}
         )
     if not any(n["class_type"] in SAVE_NODE_TYPES for n in graph.values()):
-        raise InvalidParams(
-            "the graph has no SaveImage node: it would produce nothing", code="invalid_graph"
-        )
+        raise InvalidGraph("the graph has no SaveImage node: it would produce nothing")
 
 
 def _escapes(value: str) -> bool:

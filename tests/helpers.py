@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -50,3 +51,19 @@ async def follow(
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
     async with session.get(url) as r:
         return r.status, await r.json()
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float = 10, every: float = 0.01
+) -> None:
+    """Return as soon as `condition()` holds; fail the test after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:  # another process changes what it reads: there is nothing to wait on
+            if await condition():
+                return
+            await asyncio.sleep(every)
+
+
+async def job_status(session: aiohttp.ClientSession, base: str, job_id: str) -> str:
+    status: str = (await get_json(session, f"{base}/api/jobs/{job_id}"))[1]["status"]
+    return status

@@ -9,9 +9,10 @@ import aiohttp
 import pytest
 
 from formy_async.embedded import Stack
+from formy_async.store.queue import RunQueue
 
 from .conftest import ADMIN_TOKEN, FIXTURE_WORKFLOWS, StackFactory
-from .helpers import FINAL, api_session, follow, get_json, submit
+from .helpers import FINAL, api_session, follow, get_json, submit, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -30,6 +31,10 @@ async def wait_for_event(
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"no {type_} event")
+
+
+async def _not_queued(runs: RunQueue, job_id: str) -> bool:
+    return not await runs.is_queued(job_id)
 
 
 def assert_one_final_event(events: list[dict[str, Any]]) -> None:
@@ -51,7 +56,9 @@ async def test_cancelled_pending_job_never_starts(make_stack: StackFactory) -> N
         events = await follow(session, stack.url, waiting["id"])
         await post(session, f"{stack.url}/api/jobs/{busy['id']}/cancel")
         await follow(session, stack.url, busy["id"])
-        await asyncio.sleep(0.2)  # the worker picks the cancelled job up and drops it
+        runs = RunQueue(stack.redis)
+        # the worker picks the cancelled job up and drops it
+        await wait_until(lambda: _not_queued(runs, waiting["id"]))
         _, after = await get_json(session, f"{stack.url}/api/jobs/{waiting['id']}/events")
     assert [e["type"] for e in events] == ["submitted", "cancelled"]
     assert after == events

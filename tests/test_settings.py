@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from formy_async.connections import arq_redis_settings
 from formy_async.settings import Settings
+from formy_async.store.connections import arq_redis_settings
 
 
 @pytest.fixture(autouse=True)

@@ -3,44 +3,48 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 from redis.asyncio import Redis
 
 from ..auth import TokenVerifier
-from ..connections import arq_pool, redis_from_settings
-from ..events import EventHub
-from ..jobstore import JobStore
+from ..comfy.client import ComfyClient
+from ..comfy.model_lists import ModelsCache
 from ..settings import Settings
 from ..storage import storage_from_settings
+from ..store.connections import redis_from_settings
+from ..store.hub import EventHub
+from ..store.jobs import JobStore
+from ..store.lifecycle import Lifecycle
+from ..store.queue import RunQueue
+from ..store.status import ServiceStatus
+from ..store.uploads import UploadStore
 from ..workflows import Catalogue
-from .catalog import MODELS, ModelsCache
-from .catalog import routes as catalog_routes
+from . import catalog, events, health, jobs, outputs, page, stats, uploads, ws
 from .context import (
-    ARQ,
     CATALOGUE,
+    COMFY,
     HTTP,
     HUB,
+    LIFECYCLE,
+    MODELS,
+    QUEUE,
     REDIS,
     SETTINGS,
     SOCKETS,
+    STATUS,
     STORAGE,
     STORE,
     TOKENS,
+    UPLOADS,
 )
 from .errors import error_middleware
 from .metrics import setup_metrics
 from .security import auth_middleware, cors_middleware
-from .stats import routes as stats_routes
-from .submit import routes as submit_routes
-from .uploads import routes as upload_routes
-from .views import routes
-from .ws import websocket
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+Context = Callable[[web.Application], AsyncIterator[None]]
 
 
 def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Application:
@@ -62,25 +66,25 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_storage_ctx)
-    app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_comfy_ctx)
     app.on_shutdown.append(_close_websockets)
-    app.add_routes(routes)
-    app.add_routes(submit_routes)
-    app.add_routes(catalog_routes)
-    app.add_routes(upload_routes)
-    app.add_routes(stats_routes)
+    for module in (jobs, events, outputs, uploads, catalog, stats, health, page):
+        app.add_routes(module.routes)
     setup_metrics(app)
-    app.router.add_get("/ws", websocket)
-    app.router.add_static("/static", STATIC_DIR)
+    app.router.add_get("/ws", ws.websocket)
     return app
 
 
-def _redis_ctx(injected: Redis | None):  # type: ignore[no-untyped-def]
+def _redis_ctx(injected: Redis | None) -> Context:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        redis = injected if injected is not None else redis_from_settings(app[SETTINGS])
+        settings = app[SETTINGS]
+        redis = injected if injected is not None else redis_from_settings(settings)
         app[REDIS] = redis
-        app[ARQ] = arq_pool(redis)
-        app[STORE] = JobStore(redis, ttl=app[SETTINGS].job_ttl)
+        app[STORE] = JobStore(redis, ttl=settings.job_ttl)
+        app[LIFECYCLE] = Lifecycle(app[STORE])
+        app[QUEUE] = RunQueue(redis)
+        app[UPLOADS] = UploadStore(redis, ttl=settings.inputs_ttl)
+        app[STATUS] = ServiceStatus(redis, settings.backends)
         yield
         if injected is None:
             await redis.aclose()
@@ -102,15 +106,22 @@ async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[STORAGE].aclose()
 
 
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+async def _comfy_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One ComfyUI client per backend (what the catalogue, readiness and stats ask)."""
+    settings = app[SETTINGS]
     async with aiohttp.ClientSession() as session:
         app[HTTP] = session
-        app[MODELS] = ModelsCache(app[SETTINGS], session)
+        clients = {
+            spec.url: ComfyClient(spec.url, session, request_timeout=5)
+            for spec in settings.backends
+        }
+        app[COMFY] = clients
+        app[MODELS] = ModelsCache(list(clients.values()), ttl=settings.models_cache_ttl)
         yield
 
 
 async def _close_websockets(app: web.Application) -> None:
     """Tell browsers we are going away so they reconnect (to another process if there is one)."""
     sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
-    for ws in list(sockets):
-        await ws.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")
+    for sock in list(sockets):
+        await sock.close(code=aiohttp.WSCloseCode.GOING_AWAY, message=b"server shutdown")

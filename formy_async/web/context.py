@@ -1,4 +1,4 @@
-"""Typed keys for the state a web app holds (one per resource, opened and closed in app.py)."""
+"""Typed keys for the state a web app holds (each resource opened and closed in app.py)."""
 
 from __future__ import annotations
 
@@ -6,23 +6,40 @@ import weakref
 
 import aiohttp
 from aiohttp import web
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from ..auth import TokenVerifier
-from ..events import EventHub
-from ..jobstore import JobStore
+from ..auth import Identity, TokenVerifier
+from ..comfy.client import ComfyClient
+from ..comfy.model_lists import ModelsCache
 from ..settings import Settings
 from ..storage import Storage
+from ..store.hub import EventHub
+from ..store.jobs import JobStore
+from ..store.lifecycle import Lifecycle
+from ..store.queue import RunQueue
+from ..store.status import ServiceStatus
+from ..store.uploads import UploadStore
 from ..workflows import Catalogue
+from .instruments import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
-ARQ = web.AppKey("arq", ArqRedis)
 STORE = web.AppKey("store", JobStore)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+QUEUE = web.AppKey("queue", RunQueue)
+UPLOADS = web.AppKey("uploads", UploadStore)
+STATUS = web.AppKey("status", ServiceStatus)
 HUB = web.AppKey("hub", EventHub)
 CATALOGUE = web.AppKey("catalogue", Catalogue)
 STORAGE = web.AppKey("storage", Storage)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+#: one ComfyUI client per backend of the pool, by URL, in the configured order
+COMFY = web.AppKey("comfy", dict[str, ComfyClient])
+MODELS = web.AppKey("models", ModelsCache)
+METRICS = web.AppKey("metrics", WebMetrics)
 TOKENS = web.AppKey("tokens", TokenVerifier)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+
+IDENTITY = web.RequestKey("identity", Identity)
+#: set when the request's signed URL stood in for a token
+SIGNED = web.RequestKey("signed", bool)

@@ -7,24 +7,20 @@ import dataclasses
 import hmac
 import time
 
-import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..errors import Unauthorized
-from ..metrics import Snapshot, WebMetrics, backend_label, snapshot
-from ..settings import BackendSpec
-from .context import HTTP, REDIS, SETTINGS
+from ..store.status import ServiceStatus, Snapshot
+from .context import COMFY, METRICS, SETTINGS, STATUS
+from .instruments import WebMetrics
 
 log = structlog.get_logger()
 
-METRICS = web.AppKey("metrics", WebMetrics)
-
-#: the most a scrape waits for Redis, and for the ComfyUI backend to answer
+#: the most a scrape waits for Redis, and for each ComfyUI backend to answer
 SCRAPE_TIMEOUT = 5.0
 PROBE_TIMEOUT = 2.0
 
@@ -46,10 +42,11 @@ async def metrics_view(request: web.Request) -> web.Response:
         raise Unauthorized("send the metrics token as `Authorization: Bearer <token>`")
     metrics = request.app[METRICS]
     specs = request.app[SETTINGS].backends
-    shared = await _snapshot(request.app[REDIS], specs)
-    up = await asyncio.gather(*(_answers(request.app[HTTP], spec.url) for spec in specs))
+    clients = request.app[COMFY]
+    shared = await _snapshot(request.app[STATUS])
+    up = await asyncio.gather(*(clients[s.url].answers(within=PROBE_TIMEOUT) for s in specs))
     if shared is not None:
-        labels = [backend_label(spec.url) for spec in specs]
+        labels = [spec.label for spec in specs]
         shared = dataclasses.replace(shared, backends_up=dict(zip(labels, up, strict=True)))
     metrics.shared.update(shared)
     return web.Response(
@@ -64,23 +61,13 @@ def _bearer_matches(request: web.Request, token: str) -> bool:
     )
 
 
-async def _snapshot(redis: Redis, specs: list[BackendSpec]) -> Snapshot | None:
+async def _snapshot(status: ServiceStatus) -> Snapshot | None:
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT):
-            return await snapshot(redis, backends=specs)
+            return await status.snapshot()
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning("metrics_snapshot_failed", error=str(exc))
         return None
-
-
-async def _answers(session: aiohttp.ClientSession, base: str) -> bool:
-    """Whether ComfyUI answers `/system_stats` (what `/readyz` asks too)."""
-    try:
-        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
-        async with session.get(base + "/system_stats", timeout=timeout) as resp:
-            return resp.status == 200
-    except (aiohttp.ClientError, TimeoutError):
-        return False
 
 
 @web.middleware

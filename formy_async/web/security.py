@@ -10,12 +10,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ..auth import Identity, bearer, check_signed, sign_url
-from ..errors import Forbidden, NotFound, Unauthorized
-from ..models import Job
-from .context import SETTINGS, STORE, TOKENS
-
-IDENTITY = web.RequestKey("identity", Identity)
-SIGNED = web.RequestKey("signed", bool)
+from ..errors import AdminRequired, JobNotFound, OriginNotAllowed, SignatureInvalid, TokenMissing
+from ..models import AdminJobView, Job, JobView
+from .context import IDENTITY, SETTINGS, SIGNED, STORE, TOKENS
 
 #: GET routes an `<img src>` reaches: a valid signature stands in for the bearer token
 _SIGNABLE = re.compile(r"^/api/(jobs/[^/]+/(outputs/[^/]+|preview)|uploads/[^/]+)$")
@@ -31,7 +28,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if not check_signed(
             secret, request.path, request.query.get("exp", ""), request.query["sig"]
         ):
-            raise Unauthorized("the signed URL is invalid or has expired", code="signature_invalid")
+            raise SignatureInvalid("the signed URL is invalid or has expired")
         request[SIGNED] = True
         return await handler(request)
     request[IDENTITY] = request.app[TOKENS](bearer(request.headers.get("Authorization")))
@@ -41,14 +38,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def caller(request: web.Request) -> Identity:
     identity: Identity | None = request.get(IDENTITY)
     if identity is None:
-        raise Unauthorized("a bearer token is required", code="token_missing")
+        raise TokenMissing("a bearer token is required")
     return identity
 
 
 def require_admin(request: web.Request) -> Identity:
     identity = caller(request)
     if not identity.admin:
-        raise Forbidden("this needs a token with the admin scope", code="admin_required")
+        raise AdminRequired("this needs a token with the admin scope")
     return identity
 
 
@@ -63,8 +60,15 @@ async def owned_job(request: web.Request, job_id: str) -> Job:
     """The job, if the caller may see it; another user's job is as unknown as a missing one."""
     job = await request.app[STORE].get(job_id)
     if not may_see(request, job.user):
-        raise NotFound(f"no job with id {job_id!r}", code="job_not_found")
+        raise JobNotFound(f"no job with id {job_id!r}")
     return job
+
+
+def view_of(request: web.Request, job: Job) -> JobView:
+    """The job as the caller may see it (admins see more), its output URLs signed."""
+    identity = request.get(IDENTITY)
+    view = AdminJobView if identity is not None and identity.admin else JobView
+    return view.of(job, signer(request.app))
 
 
 def signer(app: web.Application) -> Callable[[str], str]:
@@ -89,7 +93,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     allowed = origin is not None and origin in request.app[SETTINGS].cors_origins
     if request.method == "OPTIONS" and request.path.startswith("/api/"):
         if not allowed:
-            raise Forbidden("this origin may not call the API", code="origin_not_allowed")
+            raise OriginNotAllowed("this origin may not call the API")
         response: web.StreamResponse = web.Response(status=204)
     else:
         response = await handler(request)

@@ -6,12 +6,11 @@ import uuid
 
 from aiohttp import BodyPartReader, web
 
-from .. import keys
-from ..errors import BadRequest, FormyError, NotFound
+from ..errors import EmptyUpload, MissingFile, UploadNotFound, UploadTooLarge
 from ..images import check_upload
 from ..models import Upload
 from ..storage import input_key
-from .context import REDIS, SETTINGS, STORAGE
+from .context import SETTINGS, STORAGE, UPLOADS
 from .security import caller, may_see, signer
 
 routes = web.RouteTableDef()
@@ -19,19 +18,12 @@ routes = web.RouteTableDef()
 _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
-class UploadTooLarge(FormyError):
-    code = "upload_too_large"
-    http_status = 413
-
-
 async def _read_file_part(request: web.Request, limit: int) -> bytes:
     """The bytes of the multipart field `file`, read in chunks and never more than `limit`."""
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
-        raise BadRequest(
-            "send multipart/form-data with the image in a field named `file`", code="missing_file"
-        )
+        raise MissingFile("send multipart/form-data with the image in a field named `file`")
     reader = await request.multipart()
     async for part in reader:
         if not isinstance(part, BodyPartReader) or part.name != "file":
@@ -42,9 +34,9 @@ async def _read_file_part(request: web.Request, limit: int) -> bytes:
             if len(data) > limit:
                 raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
         if not data:
-            raise BadRequest("the uploaded file is empty", code="empty_upload")
+            raise EmptyUpload("the uploaded file is empty")
         return bytes(data)
-    raise BadRequest("no field named `file` in the form", code="missing_file")
+    raise MissingFile("no field named `file` in the form")
 
 
 @routes.post("/api/uploads")
@@ -63,9 +55,7 @@ async def create_upload(request: web.Request) -> web.Response:
         size=len(image.data),
     )
     await request.app[STORAGE].put(input_key(upload.id), image.data, upload.content_type)
-    await request.app[REDIS].set(
-        keys.upload(upload.id), upload.model_dump_json(), ex=settings.inputs_ttl
-    )
+    await request.app[UPLOADS].put(upload)
     return web.json_response(
         upload.view(signer(request.app)), status=201, headers={"Location": upload.url}
     )
@@ -73,10 +63,9 @@ async def create_upload(request: web.Request) -> web.Response:
 
 async def get_upload_record(request: web.Request, upload_id: str) -> Upload:
     """The upload, if the caller may see it; another user's is as unknown as a missing one."""
-    raw = await request.app[REDIS].get(keys.upload(upload_id))
-    upload = Upload.model_validate_json(raw) if raw is not None else None
+    upload = await request.app[UPLOADS].get(upload_id)
     if upload is None or not may_see(request, upload.user):
-        raise NotFound(f"no upload with id {upload_id!r}", code="upload_not_found")
+        raise UploadNotFound(f"no upload with id {upload_id!r}")
     return upload
 
 

@@ -14,15 +14,13 @@ import structlog
 from aiohttp import WSMessage, WSMsgType, web
 from pydantic import ValidationError
 
-from .. import keys
 from ..auth import Identity, bearer
-from ..errors import Forbidden, Unauthorized
-from ..events import RESYNC, EventHub
-from ..jobstore import JobStore
-from ..metrics import WebMetrics, event_ts
-from ..models import CLIENT_MESSAGE_ADAPTER, Authenticate, Job, Subscribe, Unsubscribe
-from .context import HUB, SETTINGS, SOCKETS, STORE, TOKENS
-from .metrics import METRICS
+from ..errors import OriginNotAllowed, TokenMissing, Unauthorized
+from ..models import CLIENT_MESSAGE_ADAPTER, Authenticate, Subscribe, Unsubscribe
+from ..store.hub import RESYNC, EventHub, event_ts
+from ..store.jobs import JobStore
+from .context import HUB, METRICS, SETTINGS, SOCKETS, STORE, TOKENS
+from .instruments import WebMetrics
 from .security import origin_allowed
 
 log = structlog.get_logger()
@@ -113,7 +111,7 @@ class Connection:
         # Redis is read in a turn at the hub's gate and the socket written after it: a slow
         # client must not hold up everyone else's subscriptions
         async with self.hub.reads:
-            owner = await self._owner(job_id)
+            owner = await self.store.owner(job_id)
             allowed = owner is not None and (identity.admin or owner == identity.user)
             backlog = await self._follow(job_id, after) if allowed else None
         if not allowed:
@@ -124,10 +122,6 @@ class Connection:
             self.push(job_id, _SYNC, "")
         else:
             await self._send_backlog(job_id, backlog)
-
-    async def _owner(self, job_id: str) -> str | None:
-        raw = await self.store.redis.get(keys.job(job_id))
-        return Job.model_validate_json(raw).user if raw is not None else None
 
     async def _follow(self, job_id: str, after: int) -> list[str] | None:
         """Subscribe from `after`; the log after it if the handler is to send it itself.
@@ -237,7 +231,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     message; a foreign Origin is refused with 403 before the upgrade.
     """
     if not origin_allowed(request):
-        raise Forbidden("this origin may not open the WebSocket", code="origin_not_allowed")
+        raise OriginNotAllowed("this origin may not open the WebSocket")
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, compress=False, max_msg_size=65536)
     await ws.prepare(request)
@@ -298,20 +292,18 @@ async def _authenticate(request: web.Request, ws: web.WebSocketResponse) -> Iden
             try:
                 msg = await ws.receive(timeout=AUTH_TIMEOUT)
             except TimeoutError:
-                raise Unauthorized("send the token first", code="token_missing") from None
+                raise TokenMissing("send the token first") from None
             command = (
                 CLIENT_MESSAGE_ADAPTER.validate_json(msg.data)
                 if msg.type is WSMsgType.TEXT
                 else None
             )
             if not isinstance(command, Authenticate):
-                raise Unauthorized(
-                    'the first message must be {"type": "auth"}', code="token_missing"
-                )
+                raise TokenMissing('the first message must be {"type": "auth"}')
             token = command.token
         return tokens(token)
     except (Unauthorized, ValidationError) as exc:
-        code = exc.code if isinstance(exc, Unauthorized) else "token_missing"
+        code = exc.code if isinstance(exc, Unauthorized) else TokenMissing.code
         with contextlib.suppress(ConnectionError):
             await ws.send_str(
                 json.dumps({"type": "error", "error": {"code": code, "message": str(exc)}})

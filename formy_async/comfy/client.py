@@ -1,0 +1,282 @@
+"""The ComfyUI client: queue a prompt, follow it on the WebSocket, read its history and files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import structlog
+
+from ..errors import ComfyExecutionFailed, ComfyInterrupted, ComfyRejected, ComfyUnavailable
+from .messages import (
+    ComfyMessage,
+    Executing,
+    HistoryEntry,
+    ImageRef,
+    PreviewImage,
+    parse_binary,
+    parse_text,
+)
+
+log = structlog.get_logger()
+
+_FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+
+
+class ComfyClient:
+    """One ComfyUI server, reached over a shared aiohttp session (no thread per job)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        request_timeout: float = 30,
+        idle_check: float = 10,
+        reconnect_tries: int = 6,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self.idle_check = idle_check
+        self.reconnect_tries = reconnect_tries
+
+    # --- HTTP ---------------------------------------------------------------------------------
+
+    async def _call(
+        self, method: str, path: str, *, within: float | None = None, **kwargs: Any
+    ) -> tuple[int, bytes]:
+        """Status and body of one request; transport faults and 5xx become ComfyUnavailable."""
+        limit = self.timeout if within is None else aiohttp.ClientTimeout(total=within)
+        try:
+            async with self.session.request(
+                method, self.base_url + path, timeout=limit, **kwargs
+            ) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ComfyUnavailable(f"ComfyUI at {self.base_url} is unreachable: {exc!r}") from exc
+        if resp.status >= 500:
+            raise ComfyUnavailable(
+                f"ComfyUI answered {method} {path} with {resp.status}: {body[:200]!r}"
+            )
+        return resp.status, body
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        status, body = await self._call(method, path, **kwargs)
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI answered {method} {path} with {status}")
+        try:
+            return json.loads(body) if body else None
+        except ValueError as exc:
+            raise ComfyUnavailable(f"ComfyUI answered {method} {path} with no JSON") from exc
+
+    async def system_stats(self, *, within: float | None = None) -> dict[str, Any]:
+        stats = await self._json("GET", "/system_stats", within=within)
+        if not isinstance(stats, dict):
+            raise ComfyUnavailable("ComfyUI's /system_stats is not an object")
+        return stats
+
+    async def answers(self, *, within: float) -> bool:
+        """Whether ComfyUI answers `/system_stats` within `within` seconds."""
+        try:
+            await self.system_stats(within=within)
+        except ComfyUnavailable:
+            return False
+        return True
+
+    async def queue_remaining(self, *, within: float | None = None) -> int:
+        """Prompts ComfyUI holds, running and pending."""
+        data = await self._json("GET", "/prompt", within=within)
+        try:
+            return int(data["exec_info"]["queue_remaining"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ComfyUnavailable("ComfyUI's /prompt has no queue_remaining") from exc
+
+    async def node_info(self, class_type: str) -> dict[str, Any]:
+        """`/object_info/{class}`: the node's inputs and outputs; {} when ComfyUI lacks it."""
+        info = await self._json("GET", f"/object_info/{class_type}")
+        return info.get(class_type, {}) if isinstance(info, dict) else {}
+
+    async def queue_prompt(self, graph: dict[str, Any], *, client_id: str, prompt_id: str) -> None:
+        """POST /prompt; a graph ComfyUI refuses raises ComfyRejected with its node errors."""
+        payload = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        status, body = await self._call("POST", "/prompt", json=payload)
+        answer = json.loads(body) if body else {}
+        if status == 200 and not answer.get("node_errors"):
+            return
+        if status == 200:
+            # queued with only its valid outputs: a job that misses outputs is not what was asked
+            await self.cancel(prompt_id)
+        raise ComfyRejected(_rejection_message(answer), details=answer)
+
+    async def history(self, prompt_id: str) -> HistoryEntry | None:
+        """The finished prompt's entry, or None while it is pending or running."""
+        data = await self._json("GET", f"/history/{prompt_id}")
+        if not data or prompt_id not in data:
+            return None
+        return HistoryEntry.model_validate(data[prompt_id])
+
+    async def is_queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or pending in ComfyUI's queue."""
+        data = await self._json("GET", "/queue")
+        items = data.get("queue_running", []) + data.get("queue_pending", [])
+        return any(len(item) > 1 and item[1] == prompt_id for item in items)
+
+    async def cancel(self, prompt_id: str) -> None:
+        """Drop the prompt from the pending queue, interrupt it if it runs; others untouched."""
+        await self._call("POST", "/queue", json={"delete": [prompt_id]})
+        await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
+
+    async def upload_image(self, data: bytes, name: str) -> str:
+        """POST /upload/image (overwriting `name`); the name a LoadImage node takes."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=name, content_type="application/octet-stream")
+        form.add_field("overwrite", "true")
+        status, body = await self._call("POST", "/upload/image", data=form)
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI refused the upload of {name!r}: {status}")
+        answer = json.loads(body)
+        folder = answer.get("subfolder") or ""
+        return f"{folder}/{answer['name']}" if folder else str(answer["name"])
+
+    async def models(self, folder: str) -> list[str]:
+        """File names ComfyUI lists in a model folder (`checkpoints`, `loras`, …)."""
+        status, body = await self._call("GET", f"/models/{folder}")
+        if status == 404:
+            return []
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI answered /models/{folder} with {status}")
+        names = json.loads(body)
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    async def view(self, ref: ImageRef) -> bytes:
+        params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
+        status, body = await self._call("GET", "/view", params=params)
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI could not serve {ref.filename!r}: {status}")
+        return body
+
+    # --- WebSocket ------------------------------------------------------------------------------
+
+    async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
+        url = self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+        try:
+            ws = await self.session.ws_connect(
+                url, timeout=aiohttp.ClientWSTimeout(ws_close=5), heartbeat=30, max_msg_size=0
+            )
+            await ws.send_str(_FEATURE_FLAGS)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ComfyUnavailable(f"ComfyUI WebSocket at {url} is unreachable: {exc!r}") from exc
+        return ws
+
+    async def _reconnect(
+        self, client_id: str, old: aiohttp.ClientWebSocketResponse
+    ) -> aiohttp.ClientWebSocketResponse:
+        # ComfyUI keeps one socket per client id: the old one must be closed before the new one
+        # opens, or the new one receives nothing once the old one's close is processed.
+        await old.close()
+        delay = 0.1
+        for attempt in range(1, self.reconnect_tries + 1):
+            try:
+                return await self._connect(client_id)
+            except ComfyUnavailable:
+                log.warning("comfy_ws_reconnect_failed", attempt=attempt, retry_in=delay)
+                if attempt == self.reconnect_tries:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5)
+        raise AssertionError("unreachable")
+
+    async def run(self, graph: dict[str, Any], prompt_id: str) -> AsyncIterator[ComfyMessage]:
+        """Queue the graph and yield this prompt's messages until ComfyUI is done with it.
+
+        The socket opens before the prompt is queued so that nothing is missed; when it drops,
+        it reconnects and asks /history whether the prompt finished meanwhile. Read the outcome
+        with `result()` afterwards.
+        """
+        client_id = uuid.uuid4().hex
+        ws = await self._connect(client_id)
+        try:
+            await self.queue_prompt(graph, client_id=client_id, prompt_id=prompt_id)
+            while True:
+                try:
+                    frame = await ws.receive(timeout=self.idle_check)
+                except TimeoutError:
+                    if await self._finished(prompt_id):
+                        return
+                    continue
+                if frame.type is aiohttp.WSMsgType.TEXT:
+                    message = parse_text(frame.data)
+                elif frame.type is aiohttp.WSMsgType.BINARY:
+                    message = parse_binary(frame.data)
+                else:  # closed, closing or errored: the server went away or dropped us
+                    log.warning("comfy_ws_dropped", prompt_id=prompt_id, frame=frame.type.name)
+                    ws = await self._reconnect(client_id, ws)
+                    if await self._finished(prompt_id):
+                        return
+                    continue
+                if message is None or message.prompt_id != prompt_id:
+                    continue  # other prompts' broadcasts, legacy previews, status
+                yield message
+                if isinstance(message, Executing) and message.node is None:
+                    return
+        finally:
+            await ws.close()
+
+    async def _finished(self, prompt_id: str) -> bool:
+        """True when history has the prompt; raises when ComfyUI no longer knows it at all."""
+        if await self.history(prompt_id) is not None:
+            return True
+        if await self.is_queued(prompt_id):
+            return False
+        if await self.history(prompt_id) is not None:  # it finished between the two calls
+            return True
+        raise ComfyUnavailable(f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)")
+
+    async def result(self, prompt_id: str) -> HistoryEntry:
+        """The finished prompt's history; raises when it failed or was interrupted."""
+        entry = None
+        for delay in (0, 0.05, 0.2, 0.5):
+            await asyncio.sleep(delay)
+            entry = await self.history(prompt_id)
+            if entry is not None:
+                break
+        if entry is None:
+            raise ComfyUnavailable(f"ComfyUI has no history for prompt {prompt_id}")
+        last = entry.status.last("execution_success", "execution_error", "execution_interrupted")
+        if last is None or last[0] == "execution_success":
+            return entry
+        name, data = last
+        if name == "execution_interrupted":
+            raise ComfyInterrupted(
+                f"ComfyUI interrupted the prompt at node {data.get('node_id')}", details=data
+            )
+        message = str(data.get("exception_message", "")).strip()
+        details = {
+            k: data.get(k)
+            for k in ("node_id", "node_type", "exception_type", "exception_message", "traceback")
+        }
+        raise ComfyExecutionFailed(
+            f"node {data.get('node_id')} ({data.get('node_type')}) raised "
+            f"{data.get('exception_type')}: {message}",
+            details=details,
+        )
+
+
+def _rejection_message(answer: dict[str, Any]) -> str:
+    error = answer.get("error") or {}
+    parts = [str(error.get("message") or "ComfyUI rejected the graph")]
+    for node_id, node in (answer.get("node_errors") or {}).items():
+        for item in node.get("errors", []):
+            parts.append(
+                f"node {node_id} ({node.get('class_type')}): {item.get('type')}: "
+                f"{item.get('details') or item.get('message')}"
+            )
+    return "; ".join(parts)
+
+
+__all__ = ["ComfyClient", "PreviewImage"]

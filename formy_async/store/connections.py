@@ -1,0 +1,84 @@
+"""Redis connections from settings: real ones (redis:// or rediss://) and the in-process fake."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..settings import Settings
+
+
+def job_serializer(data: dict[str, Any]) -> bytes:
+    """arq job payloads as JSON: a pickle in Redis would let anyone who can write there run code.
+
+    Results that are not JSON (an exception arq records) are stored as their repr.
+    """
+    return json.dumps(data, default=repr).encode()
+
+
+def job_deserializer(raw: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+#: what a command retries on; OSError covers "connection refused" while Redis restarts, which
+#: redis-py raises from connect() and retries only when it is listed here
+RETRY_ON = [RedisConnectionError, RedisTimeoutError, OSError]
+
+
+def _retry() -> Retry:
+    # ~0.1 + 0.2 + 0.4 + 0.8 + 1 s × 26: rides out a Redis restart of up to about 25 s
+    return Retry(ExponentialBackoff(cap=1, base=0.05), retries=30)
+
+
+def redis_from_settings(settings: Settings) -> Redis:
+    """A client for the configured Redis that rides out short outages by retrying."""
+    options: dict[str, Any] = {}
+    if settings.redis_url.scheme == "rediss" and settings.redis_ssl_cert_reqs == "none":
+        options["ssl_cert_reqs"] = "none"
+    client: Redis = Redis.from_url(
+        str(settings.redis_url),
+        retry=_retry(),
+        retry_on_error=list(RETRY_ON),
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        **options,
+    )
+    return client
+
+
+def arq_redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(str(settings.redis_url))
+    if rs.ssl and settings.redis_ssl_cert_reqs == "none":
+        rs.ssl_cert_reqs = "none"  # from_dsn drops the URL's query, so set it here
+    rs.ssl_check_hostname = rs.ssl and settings.redis_ssl_cert_reqs == "required"
+    rs.retry_on_timeout = True
+    rs.retry_on_error = list(RETRY_ON)
+    rs.retry = _retry()
+    rs.conn_retries = 30
+    rs.conn_retry_delay = 1
+    return rs
+
+
+def arq_pool(redis: Redis) -> ArqRedis:
+    """An arq handle sharing `redis`'s connection pool, with JSON job payloads."""
+    return ArqRedis(
+        connection_pool=redis.connection_pool,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+    )
+
+
+def fake_redis(server: Any) -> Redis:
+    """A client of an in-process fakeredis server (the embedded default)."""
+    from fakeredis import FakeAsyncRedis
+
+    client: Redis = FakeAsyncRedis(server=server)
+    return client

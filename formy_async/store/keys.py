@@ -1,0 +1,147 @@
+"""Every Redis key, pub/sub channel and arq function name the service uses (read by store/ only)."""
+
+from __future__ import annotations
+
+PREFIX = "formy"
+
+#: the arq function that runs one job; the web side enqueues it by this name only
+RUN_JOB = "run_job"
+#: the arq function that POSTs a finished job to its webhook
+DELIVER_WEBHOOK = "deliver_webhook"
+
+#: pattern the web processes subscribe to; one channel per job
+EVENTS_PATTERN = f"{PREFIX}:events:*"
+EVENTS_CHANNEL_PREFIX = f"{PREFIX}:events:"
+
+
+def job(job_id: str) -> str:
+    """The job record (JSON)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_events(job_id: str) -> str:
+    """The job's event log: a list whose item i holds event seq i + 1."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_final(job_id: str) -> str:
+    """Set once the job has reached a final state; no event is appended after it."""
+    return f"{PREFIX}:job:{job_id}:final"
+
+
+def events_channel(job_id: str) -> str:
+    return f"{EVENTS_CHANNEL_PREFIX}{job_id}"
+
+
+def job_id_from_channel(channel: str) -> str:
+    return channel[len(EVENTS_CHANNEL_PREFIX) :]
+
+
+def jobs_index() -> str:
+    """Sorted set of every job id, scored by creation time (for listing, newest first)."""
+    return f"{PREFIX}:jobs"
+
+
+def job_cancel(job_id: str) -> str:
+    """Set when a user asked to cancel the job while a worker may be running it."""
+    return f"{PREFIX}:job:{job_id}:cancel"
+
+
+def job_preview(job_id: str) -> str:
+    """Hash with the job's latest preview image (`data`, `content_type`)."""
+    return f"{PREFIX}:job:{job_id}:preview"
+
+
+def upload(upload_id: str) -> str:
+    """An upload's record (JSON); its bytes are in storage."""
+    return f"{PREFIX}:upload:{upload_id}"
+
+
+#: workers subscribe here to hear about cancelled jobs at once
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+
+#: published when a job is queued, so that idle workers take it at once instead of at their
+#: next poll
+WAKE_CHANNEL = f"{PREFIX}:wake"
+
+
+def active_jobs() -> str:
+    """Sorted set of the jobs not yet final (by creation time): what crash recovery sweeps."""
+    return f"{PREFIX}:active"
+
+
+def job_lease(job_id: str) -> str:
+    """Held (with a short TTL, kept fresh) by the worker running the job."""
+    return f"{PREFIX}:job:{job_id}:lease"
+
+
+#: only one worker sweeps for lost jobs at a time
+RECOVERY_LOCK = f"{PREFIX}:recovery:lock"
+
+#: arq's own keys, which recovery must touch to hand a lost job back to the queue
+ARQ_QUEUE = "arq:queue"
+ARQ_IN_PROGRESS_PREFIX = "arq:in-progress:"
+ARQ_JOB_PREFIX = "arq:job:"
+ARQ_RETRY_PREFIX = "arq:retry:"
+
+
+def job_last_append(job_id: str) -> str:
+    """`<event id> <seq>` of the job's last appended event: makes a retried append idempotent."""
+    return f"{PREFIX}:job:{job_id}:last"
+
+
+def finished(status: str) -> str:
+    """Sorted set of the jobs that ended with `status`, scored by when (for stats)."""
+    return f"{PREFIX}:finished:{status}"
+
+
+def worker_heartbeat(worker_id: str) -> str:
+    """A worker's heartbeat (JSON, short TTL): what it runs and on which backend."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+#: sorted set of worker ids, scored by when each last beat (its heartbeat key says the rest)
+WORKERS = f"{PREFIX}:workers"
+
+#: the hash every process adds its job counters and histogram buckets to (see counters)
+METRICS = f"{PREFIX}:metrics"
+
+
+def user_jobs(user: str) -> str:
+    """Sorted set of one user's jobs by creation time: their listing."""
+    return f"{PREFIX}:user:{user}:jobs"
+
+
+def user_active(user: str) -> str:
+    """Sorted set of one user's jobs not yet final: what their concurrency limit counts."""
+    return f"{PREFIX}:user:{user}:active"
+
+
+def submission_window(user: str, minute: int) -> str:
+    """Count of one user's submissions in one minute (the rate limit)."""
+    return f"{PREFIX}:rate:{user}:{minute}"
+
+
+#: jobs waiting for a free ComfyUI slot, scored by their place in line (priority, then age)
+POOL_WAITING = f"{PREFIX}:pool:waiting"
+#: `<prefix><job id>` lives while the job's worker keeps asking for a slot
+POOL_WAIT_PREFIX = f"{PREFIX}:pool:wait:"
+
+
+def backend_slots(url: str) -> str:
+    """Sorted set of the jobs holding a slot on a ComfyUI backend, scored by lease end (ms)."""
+    return f"{PREFIX}:backend:{url}:slots"
+
+
+def backend_down(url: str) -> str:
+    """Set (with a TTL: the probe backoff) while a backend is out of the rotation."""
+    return f"{PREFIX}:backend:{url}:down"
+
+
+def backend_failures(url: str) -> str:
+    return f"{PREFIX}:backend:{url}:failures"
+
+
+def backend_error(url: str) -> str:
+    """The last error a backend gave."""
+    return f"{PREFIX}:backend:{url}:error"

@@ -1,0 +1,112 @@
+"""A job's state changes: each one sets the job's fields and records its event, together.
+
+The worker, the cancel route and crash recovery change jobs only through these methods. Each
+answers whether its event was recorded: False means the job had already reached a final state
+elsewhere, and nothing was written.
+"""
+
+from __future__ import annotations
+
+from ..errors import FormyError, JobFault
+from ..models import (
+    Cancelled,
+    Done,
+    Event,
+    Failed,
+    Job,
+    JobError,
+    Output,
+    OutputFile,
+    Preview,
+    Progress,
+    Retrying,
+    Started,
+    now,
+)
+from .jobs import JobStore
+
+
+class Lifecycle:
+    """The state changes of jobs, recorded in the job store."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+
+    async def _record(self, job: Job, event: Event) -> bool:
+        return await self.store.append(job, event) > 0
+
+    async def start(self, job: Job, prompt_id: str) -> bool:
+        """A new attempt queued its prompt on ComfyUI; it lists its own outputs only."""
+        job.status, job.started_at, job.prompt_id = "processing", now(), prompt_id
+        job.outputs = []
+        return await self._record(job, Started(job_id=job.id, prompt_id=prompt_id))
+
+    async def progress(
+        self,
+        job: Job,
+        *,
+        percent: int,
+        node: str,
+        node_type: str | None,
+        value: float,
+        maximum: float,
+    ) -> bool:
+        """A node started (0 of 1) or reported a step; the job is `percent` done."""
+        job.progress = percent
+        event = Progress(job_id=job.id, node=node, node_type=node_type, value=value, max=maximum)
+        return await self._record(job, event)
+
+    async def preview(self, job: Job, *, node: str | None, url: str, content_type: str) -> bool:
+        event = Preview(job_id=job.id, node=node, url=url, content_type=content_type)
+        return await self._record(job, event)
+
+    async def output(self, job: Job, output: OutputFile, *, shown: OutputFile) -> bool:
+        """The job stored `output`; its event carries `shown` (the same with a signed URL)."""
+        job.outputs.append(output)
+        return await self._record(job, Output(job_id=job.id, output=shown))
+
+    async def done(self, job: Job, *, shown: list[OutputFile]) -> bool:
+        job.status, job.progress, job.finished_at = "done", 100, now()
+        return await self._record(job, Done(job_id=job.id, outputs=shown))
+
+    async def fail(self, job: Job, error: FormyError) -> bool:
+        job.status, job.finished_at = "failed", now()
+        job.error = JobError(code=error.code, message=error.message, details=error.details)
+        return await self._record(job, Failed(job_id=job.id, error=job.error))
+
+    async def cancel(self, job: Job) -> bool:
+        job.status, job.finished_at = "cancelled", now()
+        return await self._record(job, Cancelled(job_id=job.id))
+
+    async def retry(self, job: Job, error: FormyError, *, max_attempts: int) -> float | None:
+        """This attempt hit a transient fault; the delay before the next one (None: the job was
+        final already). The attempt counts as one of the job's tries."""
+        delay = min(2.0 ** (job.attempt - 1), 30.0)
+        job.status = "pending"
+        recorded = await self._retrying(job, error, max_attempts=max_attempts, retry_in=delay)
+        return delay if recorded else None
+
+    async def hand_back(
+        self, job: Job, reason: JobFault, *, max_attempts: int, lost: bool = False
+    ) -> bool:
+        """The job runs again, at once, through no fault of its own: its attempt does not count.
+
+        `lost` when its worker died with it; that counts against FORMY_JOB_MAX_LOSSES, since a
+        job that keeps taking its worker down (out of memory, a crash) must stop some time.
+        """
+        job.status, job.attempt = "pending", job.attempt - 1
+        if lost:
+            job.losses += 1
+        return await self._retrying(job, reason, max_attempts=max_attempts, retry_in=0)
+
+    async def _retrying(
+        self, job: Job, error: FormyError, *, max_attempts: int, retry_in: float
+    ) -> bool:
+        event = Retrying(
+            job_id=job.id,
+            attempt=job.attempt,
+            max_attempts=max_attempts,
+            retry_in=retry_in,
+            error=JobError(code=error.code, message=error.message),
+        )
+        return await self._record(job, event)

@@ -1,0 +1,1 @@
+"""The worker process: arq settings, the job run, the ComfyUI pool, recovery and retention."""

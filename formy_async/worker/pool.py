@@ -1,0 +1,161 @@
+"""The pool of ComfyUI backends: capacity shared through Redis, health probed, jobs routed fairly.
+
+Each backend has a capacity (prompts it may hold at once), shared by every worker process
+through `Slots`. A job that finds every slot taken waits its turn — in priority order,
+first-in first-out within a priority, across every worker process — without queueing anything
+on a GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..comfy.client import ComfyClient
+from ..errors import ComfyError
+from ..models import Job
+from ..settings import BackendSpec
+from ..store.queue import OFFSET_MS
+from ..store.slots import Slots
+
+log = structlog.get_logger()
+
+
+class BackendPool:
+    """The backends one worker process uses, their shared slots and their health."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        specs: list[BackendSpec],
+        session: aiohttp.ClientSession,
+        *,
+        lease: float = 15,
+        probe_interval: float = 5,
+    ) -> None:
+        self.redis = redis
+        self.specs = specs
+        self.clients = {spec.url: ComfyClient(spec.url, session) for spec in specs}
+        self.session = session
+        self.lease = lease
+        self.probe_interval = probe_interval
+        self.held: dict[str, str] = {}  # job id → backend url
+        # set (and replaced) whenever this process frees a slot, so its waiters try at once;
+        # releases by other processes are found by polling
+        self._released = asyncio.Event()
+        self.slots = Slots(redis, lease=lease)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Probe every backend once, say plainly if none answers, then keep them checked."""
+        with contextlib.suppress(RedisError):
+            await asyncio.gather(*(self._probe(spec) for spec in self.specs))
+            down = [s.url for s in self.specs if await self.slots.is_down(s.url)]
+            if len(down) == len(self.specs):
+                log.error(
+                    "no_comfyui_backend_answers",
+                    backends=down,
+                    note="jobs wait in the queue; retrying with backoff until one answers",
+                )
+        self._task = asyncio.create_task(self._loop(), name="backend-pool")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- slots --------------------------------------------------------------------------------
+
+    async def preference(self, job: Job) -> list[BackendSpec]:
+        """Backends labelled with the job's model first, then the rest; least busy first."""
+        used = await self.slots.used(self.specs)
+        load = {s.url: u / s.capacity for s, u in zip(self.specs, used, strict=True)}
+        model = str(job.params.get("model") or "")
+        return sorted(self.specs, key=lambda s: (model not in s.labels, load[s.url]))
+
+    async def try_acquire(self, job: Job) -> BackendSpec | None:
+        specs = await self.preference(job)
+        order = int(job.created_at * 1000) + OFFSET_MS.get(job.priority, 0)
+        granted = await self.slots.acquire(job.id, order, specs)
+        if granted is None:
+            return None
+        spec = specs[granted]
+        self.held[job.id] = spec.url
+        return spec
+
+    @contextlib.asynccontextmanager
+    async def slot(self, job: Job, give_up: asyncio.Event) -> AsyncIterator[BackendSpec | None]:
+        """Wait for a slot (None if `give_up` is set first); hold it while the block runs."""
+        spec = None
+        delay = 0.02
+        while spec is None and not give_up.is_set():
+            spec = await self.try_acquire(job)
+            if spec is None:
+                await self._wait_for_release(give_up, delay)
+                delay = min(delay * 1.5, 0.2)
+        try:
+            yield spec
+        finally:
+            if spec is not None:
+                self.held.pop(job.id, None)
+                with contextlib.suppress(RedisError):
+                    await self.slots.release(spec.url, job.id)
+                self._released.set()
+                self._released = asyncio.Event()
+            else:
+                with contextlib.suppress(RedisError):
+                    await self.slots.leave_line(job.id)
+
+    async def _wait_for_release(self, give_up: asyncio.Event, at_most: float) -> None:
+        waits = {
+            asyncio.ensure_future(give_up.wait()),
+            asyncio.ensure_future(self._released.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    # --- health -------------------------------------------------------------------------------
+
+    async def mark_down(self, url: str, error: str) -> None:
+        """Take a backend out of the rotation until a probe finds it answering again."""
+        backoff_ms = await self.slots.mark_down(url, error)
+        log.warning("backend_down", backend=_label(url), error=error, retry_in_ms=backoff_ms)
+
+    async def _probe(self, spec: BackendSpec) -> None:
+        try:
+            await asyncio.wait_for(self.clients[spec.url].system_stats(), 3)
+        except (ComfyError, TimeoutError) as exc:
+            await self.mark_down(spec.url, str(exc) or "no answer to /system_stats")
+            return
+        if await self.slots.mark_up(spec.url):
+            log.info("backend_up", backend=spec.label)
+
+    async def _loop(self) -> None:
+        next_probe = 0.0
+        while True:
+            await asyncio.sleep(min(self.lease / 3, self.probe_interval))
+            try:
+                await self._renew()
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + self.probe_interval
+                    await asyncio.gather(*(self._probe(spec) for spec in self.specs))
+            except RedisError as exc:
+                log.warning("backend_pool_skipped", error=str(exc))
+
+    async def _renew(self) -> None:
+        await self.slots.renew(self.held)
+
+
+def _label(url: str) -> str:
+    return BackendSpec(url=url).label

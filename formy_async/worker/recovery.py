@@ -1,0 +1,127 @@
+"""Crash recovery: running jobs hold short leases; a sweep hands lost jobs back to the queue.
+
+arq claims a job with a key that lives for the longest job timeout (minutes) and is never
+refreshed, so a worker killed mid-job would leave its job stuck that long. Here each running
+job has a lease of a few seconds that its worker keeps fresh; a job that is not final, has no
+lease and no live claim is put back in the queue by whichever worker sweeps first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from redis.exceptions import RedisError
+
+from ..errors import WorkerLost
+from ..models import Job
+from ..store.jobs import JobStore
+from ..store.leases import Heartbeat, Leases
+from ..store.lifecycle import Lifecycle
+from ..store.queue import RunQueue
+
+log = structlog.get_logger()
+
+
+class Recovery:
+    """Keeps this worker's leases fresh and sweeps for jobs whose worker is gone."""
+
+    def __init__(
+        self,
+        leases: Leases,
+        store: JobStore,
+        queue: RunQueue,
+        *,
+        lease_ttl: float,
+        interval: float,
+        max_attempts: int,
+    ) -> None:
+        self.leases = leases
+        self.store = store
+        self.queue = queue
+        self.lifecycle = Lifecycle(store)
+        self.lease_ttl = lease_ttl
+        self.interval = interval
+        self.max_attempts = max_attempts
+        self.running: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.leases.beat.worker_id
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        return self.leases.beat
+
+    async def start(self) -> None:
+        await self.leases.renew(self.running)
+        self._task = asyncio.create_task(self._loop(), name="recovery")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            await self.leases.stop()
+
+    @contextlib.asynccontextmanager
+    async def lease(self, job_id: str) -> AsyncIterator[None]:
+        """Hold the job's lease while it runs here (and list it in the heartbeat at once)."""
+        self.running.add(job_id)
+        await self.leases.hold(job_id, self.running)
+        try:
+            yield
+        finally:
+            self.running.discard(job_id)
+            with contextlib.suppress(RedisError):
+                await self.leases.release(job_id, self.running)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.interval, self.lease_ttl / 3))
+            try:
+                await self.refresh()
+                if await self.leases.lock_sweep(self.interval * 0.8):
+                    await self.sweep()
+            except RedisError as exc:
+                log.warning("recovery_skipped", error=str(exc))
+
+    async def refresh(self) -> None:
+        """Renew this worker's leases, and its heartbeat (what `/api/stats` lists)."""
+        await self.leases.renew(self.running)
+
+    async def sweep(self, limit: int = 1000) -> list[str]:
+        """Put every lost job back in the queue; return their ids."""
+        recovered = []
+        async for job in self.store.unfinished(limit):
+            if await self._is_lost(job):
+                await self._requeue(job)
+                recovered.append(job.id)
+        return recovered
+
+    async def _is_lost(self, job: Job) -> bool:
+        if await self.leases.is_held(job.id):
+            return False
+        if job.status == "processing":
+            return True  # its worker stopped renewing the lease: killed, or cut off
+        in_queue = await self.queue.is_queued(job.id)
+        claimed = await self.queue.is_claimed(job.id)
+        # a pending job that is neither queued nor claimed lost its enqueue (a web process
+        # that died between writing the job and queueing it); give it a moment first
+        return not in_queue and not claimed and time.time() - job.created_at > self.interval
+
+    async def _requeue(self, job: Job) -> None:
+        await self.queue.hand_back(job, expires=self.store.ttl)
+        if job.status == "processing":
+            await self.lifecycle.hand_back(
+                job,
+                WorkerLost("the worker running this job stopped; it runs again"),
+                max_attempts=self.max_attempts,
+                lost=True,
+            )
+        log.warning("job_recovered", job_id=job.id, status=job.status)

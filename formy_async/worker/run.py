@@ -1,0 +1,263 @@
+"""The arq job: run one job's workflow on ComfyUI and record every step as a job event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import structlog
+from arq import Retry
+
+from ..auth import sign_url
+from ..comfy.client import ComfyClient
+from ..comfy.messages import Executing, ExecutionCached, PreviewImage, ProgressStep
+from ..errors import (
+    ComfyError,
+    ComfyInterrupted,
+    ComfyUnavailable,
+    FormyError,
+    JobTimedOut,
+    TooManyAttempts,
+    WorkerLost,
+    WorkerStopping,
+)
+from ..models import Job, OutputFile
+from ..store.jobs import PreviewImage as StoredPreview
+from ..workflows import Workflow, raw_workflow
+from .context import WorkerContext
+from .progress import ProgressTracker
+from .transfer import collect_outputs, upload_inputs
+
+log = structlog.get_logger()
+
+
+class JobFinalised(Exception):
+    """The job reached a final state elsewhere (cancelled, or finished by another attempt)."""
+
+
+class JobRun:
+    """One attempt at running a job: the named steps, and the events each one records."""
+
+    def __init__(self, wc: WorkerContext, job: Job, workflow: Workflow, comfy: ComfyClient) -> None:
+        self.wc = wc
+        self.comfy = comfy
+        self.job = job
+        self.workflow = workflow
+        self.log = log.bind(job_id=job.id, workflow=job.workflow, user=job.user)
+        self._last_preview = 0.0
+        self._previews = 0
+
+    @staticmethod
+    def recorded(appended: bool, job: Job) -> None:
+        """Stop the attempt when its event was refused: the job is final elsewhere."""
+        if not appended:
+            raise JobFinalised(job.id)
+
+    # --- the attempt, raced against cancellation and the time limit ---------------------------
+
+    async def run(self, cancelled: asyncio.Event) -> None:
+        limit = self.job.time_limit or self.workflow.manifest.time_limit
+        work = asyncio.create_task(self.execute(), name=f"job-{self.job.id}")
+        waiter = asyncio.create_task(cancelled.wait())
+        lifecycle = self.wc.lifecycle
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            await self.stop(work)
+            await self.fail(JobTimedOut(f"the job ran past its time limit of {limit:g} s"))
+            return
+        except asyncio.CancelledError:  # worker shutting down: interrupt ComfyUI, hand back
+            await self.stop(work)
+            with contextlib.suppress(Exception):
+                await lifecycle.hand_back(
+                    self.job,
+                    WorkerStopping("the worker stopped before the job finished; it runs again"),
+                    max_attempts=self.wc.settings.job_max_attempts,
+                )
+            self.log.warning("job_handed_back")
+            raise
+        finally:
+            waiter.cancel()
+        if not work.done():
+            await self.stop(work)
+            await lifecycle.cancel(self.job)
+            self.log.info("job_cancelled")
+            return
+        await work  # re-raises what the attempt raised
+
+    async def stop(self, work: asyncio.Task[None]) -> None:
+        """Stop the attempt and its prompt on ComfyUI (only this prompt; others run on)."""
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        if self.job.prompt_id:
+            with contextlib.suppress(ComfyError):
+                await self.comfy.cancel(self.job.prompt_id)
+
+    async def fail(self, error: FormyError) -> None:
+        await self.wc.lifecycle.fail(self.job, error)
+        self.log.warning("job_failed", code=error.code, error=error.message)
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
+        graph = self.workflow.render(
+            self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
+        )
+        prompt_id = uuid.uuid4().hex
+        self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
+        self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
+        await self.follow(graph, prompt_id)
+        entry = await self.comfy.result(prompt_id)
+        shown = []
+        outputs = collect_outputs(self.comfy, self.wc.storage, entry, self.workflow, self.job)
+        async for output in outputs:
+            signed = self.signed(output)
+            self.recorded(await self.wc.lifecycle.output(self.job, output, shown=signed), self.job)
+            shown.append(signed)
+        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown), self.job)
+        self.log.info(
+            "job_done",
+            outputs=len(self.job.outputs),
+            seconds=round((self.job.finished_at or 0) - (self.job.started_at or 0), 3),
+        )
+
+    async def follow(self, graph: dict[str, Any], prompt_id: str) -> None:
+        tracker = ProgressTracker(graph, floor=self.job.progress)
+        async for message in self.comfy.run(graph, prompt_id):
+            if isinstance(message, ExecutionCached):
+                self.job.progress = tracker.cached(message.nodes)
+            elif isinstance(message, Executing) and message.node is not None:
+                await self.progress(graph, message.node, tracker.executing(message.node), 0, 1)
+            elif isinstance(message, ProgressStep) and message.node is not None:
+                percent = tracker.step(message.node, message.value, message.max)
+                await self.progress(graph, message.node, percent, message.value, message.max)
+            elif isinstance(message, PreviewImage):
+                await self.preview(message)
+
+    async def progress(
+        self, graph: dict[str, Any], node: str, percent: int, value: float, maximum: float
+    ) -> None:
+        recorded = await self.wc.lifecycle.progress(
+            self.job,
+            percent=percent,
+            node=node,
+            node_type=graph.get(node, {}).get("class_type"),
+            value=value,
+            maximum=maximum,
+        )
+        self.recorded(recorded, self.job)
+
+    async def preview(self, message: PreviewImage) -> None:
+        """Keep the latest preview in Redis and tell subscribers, at most once per interval."""
+        moment = time.monotonic()
+        if moment - self._last_preview < self.wc.settings.preview_interval:
+            return
+        self._last_preview = moment
+        self._previews += 1
+        await self.wc.store.save_preview(
+            self.job.id, StoredPreview(data=message.data, content_type=message.content_type)
+        )
+        url = self.sign(f"/api/jobs/{self.job.id}/preview") + f"&n={self._previews}"
+        self.recorded(
+            await self.wc.lifecycle.preview(
+                self.job, node=message.node, url=url, content_type=message.content_type
+            ),
+            self.job,
+        )
+
+    def sign(self, path: str) -> str:
+        """A URL an `<img src>` can load: signed and expiring (the job record keeps paths)."""
+        settings = self.wc.settings
+        return sign_url(settings.secret_key, path, settings.signed_url_ttl)
+
+    def signed(self, output: OutputFile) -> OutputFile:
+        return output.model_copy(update={"url": self.sign(output.url)})
+
+
+async def run_job(ctx: dict[str, Any], job_id: str) -> str:
+    """arq entry point: run the job with this id to its final state; returns that state."""
+    wc = WorkerContext.of(ctx)
+    job = await wc.store.get(job_id)
+    if not job.is_final:
+        structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow, user=job.user)
+        try:
+            await _attempt(wc, job)
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "workflow", "user", "backend")
+    final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
+    if final.webhook_url and final.is_final:
+        await wc.queue.enqueue_webhook(final)  # once per job: its arq id is fixed
+    return final.status
+
+
+def _given_up(wc: WorkerContext, job: Job) -> FormyError | None:
+    """Why the job must not run again, if it must not."""
+    if job.losses > wc.settings.job_max_losses:
+        # the job keeps taking its worker down with it (out of memory, a crash): stop
+        return WorkerLost(f"the job's worker was lost {job.losses} times")
+    if job.attempt > wc.settings.job_max_attempts:
+        return TooManyAttempts(f"gave up after {wc.settings.job_max_attempts} attempts")
+    return None
+
+
+async def _attempt(wc: WorkerContext, job: Job) -> None:
+    max_attempts = wc.settings.job_max_attempts
+    job.attempt += 1
+    workflow = (
+        raw_workflow(job.graph, wc.settings.job_timeout)
+        if job.graph is not None
+        else wc.catalogue.get_or_raise(job.workflow)
+    )
+    lifecycle = wc.lifecycle
+    reason = _given_up(wc, job)
+    if reason is not None:
+        await lifecycle.fail(job, reason)
+        log.warning("job_failed", code=reason.code, error=reason.message)
+        return
+    run: JobRun | None = None
+    try:
+        async with (
+            wc.recovery.lease(job.id),
+            wc.signals.watch(job.id) as cancelled,
+            wc.pool.slot(job, cancelled) as backend,  # waits its turn for a free ComfyUI slot
+        ):
+            if backend is None:  # cancelled while it waited: the canceller recorded it
+                return
+            job.backend = backend.url
+            structlog.contextvars.bind_contextvars(backend=backend.label)
+            run = JobRun(wc, job, workflow, wc.pool.clients[backend.url])
+            try:
+                await run.run(cancelled)
+            except ComfyUnavailable as exc:
+                await wc.pool.mark_down(backend.url, exc.message)
+                raise
+    except ComfyInterrupted as exc:  # somebody else interrupted ComfyUI
+        await _fail(wc, job, exc)
+    except ComfyUnavailable as exc:
+        if job.attempt >= max_attempts:
+            await _fail(wc, job, exc)
+        else:
+            delay = await lifecycle.retry(job, exc, max_attempts=max_attempts)
+            if delay is None:
+                return  # final elsewhere meanwhile
+            log.warning("job_retrying", attempt=job.attempt, error=exc.message)
+            raise Retry(defer=delay) from exc
+    except ComfyError as exc:
+        await _fail(wc, job, exc)
+    except JobFinalised:
+        # cancelled (or finished) elsewhere while we ran: make sure ComfyUI stops too
+        if job.prompt_id and job.backend in wc.pool.clients:
+            with contextlib.suppress(ComfyError):
+                await wc.pool.clients[job.backend].cancel(job.prompt_id)
+        log.info("job_finalised_elsewhere")
+
+
+async def _fail(wc: WorkerContext, job: Job, error: FormyError) -> None:
+    await wc.lifecycle.fail(job, error)
+    log.warning("job_failed", code=error.code, error=error.message)

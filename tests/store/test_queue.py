@@ -1,0 +1,60 @@
+"""Queueing a job's run: arq's own layout, once per job id, in priority order, waking workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from formy_async.models import Job
+from formy_async.store import keys
+from formy_async.store.connections import arq_pool
+from formy_async.store.queue import RunQueue
+
+pytestmark = pytest.mark.redis
+
+
+def a_job(job_id: str, priority: str = "normal") -> Job:
+    return Job(id=job_id, workflow="upscale", params={}, priority=priority)  # type: ignore[arg-type]
+
+
+async def test_arq_reads_the_queued_run_as_its_own(redis: Redis) -> None:
+    assert await RunQueue(redis).enqueue(a_job("j1"), expires=60)
+
+    [queued] = await arq_pool(redis).queued_jobs()
+
+    assert (queued.function, list(queued.args), queued.job_id) == (keys.RUN_JOB, ["j1"], "j1")
+    assert 0 < await redis.pttl(keys.ARQ_JOB_PREFIX + "j1") <= 60_000
+
+
+async def test_a_job_is_queued_once(redis: Redis) -> None:
+    assert await RunQueue(redis).enqueue(a_job("j1"), expires=60)
+
+    assert not await RunQueue(redis).enqueue(a_job("j1"), expires=60)
+    assert await redis.zcard(keys.ARQ_QUEUE) == 1
+
+
+async def test_a_job_whose_result_arq_still_holds_is_not_queued_again(redis: Redis) -> None:
+    await redis.set("arq:result:j1", b"{}")
+
+    assert not await RunQueue(redis).enqueue(a_job("j1"), expires=60)
+
+
+async def test_higher_priorities_come_first_then_the_oldest(redis: Redis) -> None:
+    for job_id, priority in [("l1", "low"), ("n1", "normal"), ("h1", "high"), ("n2", "normal")]:
+        assert await RunQueue(redis).enqueue(a_job(job_id, priority), expires=60)
+        await asyncio.sleep(0.002)  # distinct enqueue times
+
+    assert await redis.zrange(keys.ARQ_QUEUE, 0, -1) == [b"h1", b"n1", b"n2", b"l1"]
+
+
+async def test_queueing_wakes_the_workers(redis: Redis) -> None:
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.WAKE_CHANNEL)
+        assert (await pubsub.get_message(timeout=5) or {}).get("type") == "subscribe"
+
+        await RunQueue(redis).enqueue(a_job("j1"), expires=60)
+
+        message = await pubsub.get_message(timeout=5)
+    assert message is not None and message["data"] == b"j1"

@@ -1,0 +1,155 @@
+"""The browser WebSocket's per-connection outbox: bounded, gap-filling, never blocking the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from fakeredis import FakeAsyncRedis, FakeServer
+
+from formy_async.auth import Identity
+from formy_async.models import Job, Progress, Submitted
+from formy_async.store.hub import EventHub
+from formy_async.store.jobs import JobStore
+from formy_async.web.ws import Connection
+
+ALICE = Identity(user="alice")
+
+
+class FakeSocket:
+    """Stands in for a WebSocketResponse; `gate` closed means a client that reads nothing."""
+
+    def __init__(self, open_: bool = True) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.gate = asyncio.Event()
+        if open_:
+            self.gate.set()
+
+    async def send_str(self, data: str) -> None:
+        await self.gate.wait()
+        self.sent.append(json.loads(data))
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[JobStore]:
+    redis = FakeAsyncRedis(server=FakeServer())
+    yield JobStore(redis, ttl=60)
+    await redis.aclose()
+
+
+async def _job_with_events(store: JobStore, count: int, job_id: str = "j") -> list[str]:
+    job = Job(id=job_id, user="alice", workflow="w", params={})
+    await store.create(job, Submitted(job_id=job_id, workflow="w"))
+    for _ in range(count - 1):
+        await _append(store, job_id)
+    return await store.events(job_id)
+
+
+async def _append(store: JobStore, job_id: str = "j") -> str:
+    job = Job(id=job_id, user="alice", workflow="w", params={})
+    seq = await store.append(job, Progress(job_id=job_id, node="1", value=0, max=1))
+    return (await store.events(job_id, seq - 1))[0]
+
+
+async def _settle() -> None:
+    await asyncio.sleep(0.1)
+
+
+async def test_subscriber_gets_the_log_then_live_events_once_each(store: JobStore) -> None:
+    raw = await _job_with_events(store, 3)
+    ws = FakeSocket()
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=1, identity=ALICE)
+    for seq, event in enumerate(raw, start=1):  # live copies of events it already has
+        conn.push("j", seq, event)
+    await _settle()
+    assert [m.get("seq") for m in ws.sent if "seq" in m] == [2, 3]
+    await conn.aclose()
+
+
+async def test_live_events_during_the_log_sync_come_after_it_once_each(store: JobStore) -> None:
+    raw = await _job_with_events(store, 3)
+    ws = FakeSocket(open_=False)  # a client that reads nothing for now
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    subscribing = asyncio.create_task(conn.subscribe("j", after=0, identity=ALICE))
+    await _settle()
+    conn.push("j", 3, raw[2])  # a live copy of an event the log holds
+    conn.push("j", 4, await _append(store))
+    ws.gate.set()
+    await subscribing
+    await _settle()
+    assert ws.sent[0]["type"] == "subscribed"
+    assert [m.get("seq") for m in ws.sent] == [None, 1, 2, 3, 4]
+    await conn.aclose()
+
+
+async def test_a_job_subscribed_while_events_flow_gets_its_log_in_turn(store: JobStore) -> None:
+    await _job_with_events(store, 2, "j")
+    await _job_with_events(store, 2, "k")
+    ws = FakeSocket()
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=2, identity=ALICE)
+    ws.gate.clear()
+    conn.push("j", 3, await _append(store, "j"))  # the writer is at work, waiting on the client
+    subscribing = asyncio.create_task(conn.subscribe("k", after=0, identity=ALICE))
+    await _settle()
+    ws.gate.set()
+    await subscribing
+    await _settle()
+    assert [(m["job_id"], m.get("seq")) for m in ws.sent] == [
+        ("j", None),
+        ("j", 3),
+        ("k", None),
+        ("k", 1),
+        ("k", 2),
+    ]
+    await conn.aclose()
+
+
+async def test_an_idle_connection_keeps_no_outbox_or_writer(store: JobStore) -> None:
+    await _job_with_events(store, 1)
+    conn = Connection(FakeSocket(), EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=0, identity=ALICE)
+    conn.push("j", 2, await _append(store))
+    await _settle()
+    assert (conn.outbox, conn.overflowed, conn.writer) == (None, None, None)
+    assert conn.last_seq == {"j": 2}
+    await conn.aclose()
+
+
+async def test_a_gap_in_live_events_is_filled_from_the_log(store: JobStore) -> None:
+    raw = await _job_with_events(store, 5)
+    ws = FakeSocket()
+    conn = Connection(ws, EventHub(store.redis), store, size=10)  # type: ignore[arg-type]
+    await conn.subscribe("j", after=5, identity=ALICE)
+    conn.last_seq["j"] = 2  # as if events 3 and 4 were never published
+    conn.push("j", 5, raw[4])
+    await _settle()
+    assert [m["seq"] for m in ws.sent if "seq" in m] == [3, 4, 5]
+    await conn.aclose()
+
+
+async def test_slow_reader_overflows_without_blocking_the_relay(store: JobStore) -> None:
+    raw = await _job_with_events(store, 1)
+    hub = EventHub(store.redis)
+    slow, fast = FakeSocket(open_=False), FakeSocket()
+    slow_conn = Connection(slow, hub, store, size=10)  # type: ignore[arg-type]
+    fast_conn = Connection(fast, hub, store, size=10)  # type: ignore[arg-type]
+    slow_conn.last_seq["j"] = 0
+    hub.subscribe("j", slow_conn)
+    await fast_conn.subscribe("j", after=1, identity=ALICE)
+    await _settle()
+    for seq in range(2, 40):  # deliver() is synchronous: it can never wait on a socket
+        hub.deliver("formy:events:j", raw[0].replace('"seq":1,', f'"seq":{seq},'))
+        await asyncio.sleep(0.001)  # the relay reads the next message from Redis
+    assert "j" not in slow_conn.last_seq  # dropped its subscription instead of buffering more
+    await _settle()
+    assert [m["seq"] for m in fast.sent if "seq" in m] == list(range(2, 40))
+    slow.gate.set()
+    await _settle()
+    overflow = [m for m in slow.sent if m["type"] == "overflow"]
+    assert overflow and overflow[0]["last_seq"] == {"j": 0}
+    await slow_conn.aclose()
+    await fast_conn.aclose()
