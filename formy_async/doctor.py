@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 from PIL import Image
 
-from .comfy.client import ComfyClient
+from .comfy.client import ComfyClient, new_prompt_id
 from .errors import FormyError
 from .images import probe
 from .workflows import Catalogue
@@ -61,9 +61,9 @@ class Doctor:
 
     async def reach(self) -> str:
         stats = await self.comfy.system_stats()
-        version = stats.get("system", {}).get("comfyui_version", "?")
         devices = ", ".join(d.get("name", "?") for d in stats.get("devices", [])) or "none"
-        return f"ComfyUI {version}; devices: {devices}"
+        info = await self.comfy.info()
+        return f"{info.describe()}; devices: {devices}"
 
     async def nodes(self) -> str:
         missing = []
@@ -89,15 +89,15 @@ class Doctor:
         graph = workflow.render(
             params, output_prefix="formy_doctor/check", inputs={"image": self.uploaded}
         )
-        prompt_id = uuid.uuid4().hex
+        prompt_id = new_prompt_id()
         messages = 0
         async for _ in self.comfy.run(graph, prompt_id):
             messages += 1
         entry = await self.comfy.result(prompt_id)
-        images = entry.images(workflow.manifest.outputs)
-        if not images:
+        files = entry.files(workflow.manifest.outputs)
+        if not files:
             raise AssertionError("the prompt finished without an output image")
-        self.output = await self.comfy.view(images[0][1])
+        self.output = await self.comfy.view(files[0])
         return f"prompt {prompt_id} done; {messages} messages on the socket"
 
     async def check_output(self) -> str:

@@ -42,6 +42,7 @@ FormyError                              code, message, details; `http_status` fo
 ├── Gone (410)                          gone
 │   └── OutputExpired                   output_expired: past its retention time
 ├── UploadTooLarge (413)                upload_too_large
+├── RangeNotSatisfiable (416)           range_not_satisfiable: a byte range outside the file
 ├── UnsupportedImage (415)              unsupported_image
 ├── TooManyRequests (429)               too_many_requests, with `retry_after` (seconds)
 │   ├── RateLimited                     rate_limited: too many submissions in a minute
@@ -257,6 +258,17 @@ class OutputExpired(Gone):
 class UploadTooLarge(FormyError):
     code = "upload_too_large"
     http_status = 413
+
+
+class RangeNotSatisfiable(FormyError):
+    """A byte range the file does not have; `size` goes in the Content-Range header."""
+
+    code = "range_not_satisfiable"
+    http_status = 416
+
+    def __init__(self, message: str, *, size: int | None = None) -> None:
+        super().__init__(message, details={"size": size} if size is not None else None)
+        self.size = size
 
 
 class UnsupportedImage(FormyError):

@@ -25,16 +25,29 @@ def now() -> float:
     return time.time()
 
 
+OutputKind = Literal["image", "video", "audio", "3d", "text", "file"]
+
+
 class OutputFile(BaseModel):
-    """One file a job produced, as stored by the service."""
+    """One file a job produced, as stored by the service: what it is, how big, how long."""
 
     filename: str
     url: str
+    kind: OutputKind = "image"
     content_type: str
     width: int | None = None
     height: int | None = None
+    duration: float | None = Field(None, description="seconds, for video and audio")
+    animated: bool = Field(False, description="an animated image (WEBP, PNG)")
     size: int
     node_id: str
+
+
+class OutputText(BaseModel):
+    """Text an output node produced (PreviewAny and the like): part of the job's result."""
+
+    node_id: str
+    text: str
 
 
 class JobError(BaseModel):
@@ -66,6 +79,7 @@ class Job(BaseModel):
     attempt: int = 0
     losses: int = 0
     outputs: list[OutputFile] = []
+    texts: list[OutputText] = []
     error: JobError | None = None
 
     @property
@@ -90,6 +104,7 @@ class JobView(BaseModel):
     time_limit: float | None = None
     priority: Literal["high", "normal", "low"] = "normal"
     outputs: list[OutputFile] = []
+    texts: list[OutputText] = []
     error: JobError | None = None
     links: dict[str, str]
 
@@ -126,6 +141,7 @@ class JobView(BaseModel):
             "prompt_id": job.prompt_id,
             "time_limit": job.time_limit,
             "priority": job.priority,
+            "texts": job.texts,
             "error": job.error,
         }
 
@@ -249,6 +265,7 @@ class Output(_Event):
 class Done(_Event):
     type: Literal["done"] = "done"
     outputs: list[OutputFile]
+    texts: list[OutputText] = []
 
 
 class Failed(_Event):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import mimetypes
 import os
 import re
 from collections.abc import Iterator
@@ -52,10 +51,6 @@ def check_key(key: str) -> str:
     return key
 
 
-def content_type_of(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
 class Storage(Protocol):
     """Bytes under keys. Every method is async end to end; keys come from `check_key`."""
 
@@ -63,7 +58,13 @@ class Storage(Protocol):
         """Store `data` under `key` (replacing it); return its size in bytes."""
 
     async def read(self, key: str) -> bytes:
-        """The bytes under `key`; NotFound if there are none."""
+        """The bytes under `key`; FileNotFound if there are none."""
+
+    async def size(self, key: str) -> int:
+        """How many bytes are stored under `key`; FileNotFound if there are none."""
+
+    async def read_range(self, key: str, start: int, stop: int) -> bytes:
+        """The bytes from `start` up to (not including) `stop` of what is under `key`."""
 
     async def delete(self, key: str) -> None:
         """Remove `key`; no error if it is already gone."""
@@ -100,6 +101,20 @@ class LocalStorage:
         try:
             async with aiofiles.open(self._path(key), "rb") as f:
                 return await f.read()
+        except FileNotFoundError:
+            raise FileNotFound(f"no stored file {key!r}") from None
+
+    async def size(self, key: str) -> int:
+        try:
+            return (await aiofiles.os.stat(self._path(key))).st_size
+        except FileNotFoundError:
+            raise FileNotFound(f"no stored file {key!r}") from None
+
+    async def read_range(self, key: str, start: int, stop: int) -> bytes:
+        try:
+            async with aiofiles.open(self._path(key), "rb") as f:
+                await f.seek(start)
+                return await f.read(max(0, stop - start))
         except FileNotFoundError:
             raise FileNotFound(f"no stored file {key!r}") from None
 
@@ -234,6 +249,26 @@ class S3Storage:
         s3 = await self._s3()
         with self._translated("read", key):
             response = await s3.get_object(Bucket=self.bucket, Key=name)
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        return data
+
+    async def size(self, key: str) -> int:
+        name = self._object_key(key)
+        s3 = await self._s3()
+        with self._translated("size", key):
+            response = await s3.head_object(Bucket=self.bucket, Key=name)
+        return int(response["ContentLength"])
+
+    async def read_range(self, key: str, start: int, stop: int) -> bytes:
+        if stop <= start:
+            return b""
+        name = self._object_key(key)
+        s3 = await self._s3()
+        with self._translated("read", key):
+            response = await s3.get_object(
+                Bucket=self.bucket, Key=name, Range=f"bytes={start}-{stop - 1}"
+            )
             async with response["Body"] as body:
                 data: bytes = await body.read()
         return data

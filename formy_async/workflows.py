@@ -25,8 +25,9 @@ _PY_TYPES: Mapping[str, type] = {
 }
 #: what an `image` param holds: the id `POST /api/uploads` returned
 UPLOAD_ID_PATTERN = r"^[0-9a-f]{32}$"
-#: inputs that name where SaveImage writes; set per job so outputs never collide
-_SAVE_NODES = frozenset({"SaveImage"})
+#: the input every core save node (images, animations, video, audio, 3D) takes its file name
+#: from; set per job so outputs never collide
+FILENAME_PREFIX = "filename_prefix"
 
 
 class WorkflowError(ValueError):
@@ -105,7 +106,9 @@ class Manifest(BaseModel):
     title: str
     description: str = ""
     graph: str
-    outputs: list[str] = Field(min_length=1)
+    outputs: list[str] = Field(
+        [], description="the output nodes whose files are the job's; none: every output node"
+    )
     time_limit: float = Field(600, gt=0)
     params: dict[str, ParamSpec]
 
@@ -190,9 +193,9 @@ class Workflow:
             for target in spec.targets:
                 node_id, _, input_name = target.partition(".")
                 graph[node_id]["inputs"][input_name] = value
-        for node_id in self.manifest.outputs:
-            if graph[node_id]["class_type"] in _SAVE_NODES:
-                graph[node_id]["inputs"]["filename_prefix"] = output_prefix
+        for node in graph.values():
+            if isinstance(node["inputs"].get(FILENAME_PREFIX), str):
+                node["inputs"][FILENAME_PREFIX] = output_prefix
         return graph
 
 
@@ -310,8 +313,30 @@ def _summary(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-#: node types whose outputs are a raw graph's outputs
-SAVE_NODE_TYPES = ("SaveImage",)
+#: core node types that produce outputs (a raw graph needs one); custom ones are let through
+#: when they follow ComfyUI's naming (SaveX, PreviewX, VHS_VideoCombine)
+SAVE_NODE_TYPES = frozenset(
+    {
+        "SaveImage",
+        "PreviewImage",
+        "SaveAnimatedWEBP",
+        "SaveAnimatedPNG",
+        "SaveVideo",
+        "SaveWEBM",
+        "SaveAudio",
+        "SaveAudioMP3",
+        "SaveAudioOpus",
+        "PreviewAny",
+        "SaveGLB",
+        "VHS_VideoCombine",
+    }
+)
+
+
+def is_output_node(class_type: str) -> bool:
+    return class_type in SAVE_NODE_TYPES or class_type.startswith(("Save", "Preview"))
+
+
 _PATH_ESCAPE = ("..", "/", "\\")
 
 
@@ -333,8 +358,10 @@ def check_raw_graph(graph: Mapping[str, Any], allowed: list[str]) -> None:
         raise NodeNotAllowed(
             f"node types not allowed: {', '.join(refused)}", details={"allowed": sorted(allowed)}
         )
-    if not any(n["class_type"] in SAVE_NODE_TYPES for n in graph.values()):
-        raise InvalidGraph("the graph has no SaveImage node: it would produce nothing")
+    if not any(is_output_node(n["class_type"]) for n in graph.values()):
+        raise InvalidGraph(
+            "the graph has no output node (SaveImage, SaveVideo…): it would produce nothing"
+        )
 
 
 def _escapes(value: str) -> bool:
@@ -343,8 +370,8 @@ def _escapes(value: str) -> bool:
 
 
 def raw_workflow(graph: Graph, time_limit: float) -> Workflow:
-    """A workflow around a raw graph: no params, its SaveImage nodes are the outputs."""
-    outputs = [n for n, node in graph.items() if node["class_type"] in SAVE_NODE_TYPES]
+    """A workflow around a raw graph: no params, every output node's files are the job's."""
+    outputs: list[str] = []
     manifest = Manifest(
         name="raw", title="Raw graph", graph="", outputs=outputs, time_limit=time_limit, params={}
     )

@@ -67,9 +67,9 @@ def _leans(pixel: Pixel, colour: Pixel) -> bool:
     return min(strong) > max(weak) + 20
 
 
-def test_catalogue_loads_all_six_workflows() -> None:
+def test_catalogue_loads_every_shipped_workflow() -> None:
     catalogue = Catalogue.load(ROOT / "workflows")
-    assert set(catalogue) == {"text_to_image", "upscale", *EDIT_WORKFLOWS}
+    assert set(catalogue) == {"text_to_image", "upscale", "image_to_video", *EDIT_WORKFLOWS}
 
 
 def test_image_params_are_marked_as_uploads_in_the_schema() -> None:

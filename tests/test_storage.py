@@ -16,7 +16,7 @@ from PIL import Image
 
 from formy_async import storage as storage_module
 from formy_async.embedded import running_stack
-from formy_async.errors import NotFound, StorageUnavailable
+from formy_async.errors import FileNotFound, NotFound, StorageUnavailable
 from formy_async.settings import Settings
 from formy_async.storage import LocalStorage, S3Storage, Storage, storage_from_settings
 
@@ -96,6 +96,23 @@ async def test_put_then_read_returns_the_same_bytes(storage: Storage) -> None:
     size = await storage.put("outputs/job1/image.png", data, "image/png")
     assert size == len(data)
     assert await storage.read("outputs/job1/image.png") == data
+
+
+async def test_size_is_the_number_of_bytes_stored(storage: Storage) -> None:
+    await storage.put("outputs/job1/clip.mp4", b"x" * 1234, "video/mp4")
+    assert await storage.size("outputs/job1/clip.mp4") == 1234
+
+
+async def test_read_range_returns_the_bytes_from_start_to_stop(storage: Storage) -> None:
+    data = bytes(range(256)) * 4
+    await storage.put("outputs/job1/clip.mp4", data, "video/mp4")
+    assert await storage.read_range("outputs/job1/clip.mp4", 10, 20) == data[10:20]
+    assert await storage.read_range("outputs/job1/clip.mp4", 1000, 5000) == data[1000:]
+
+
+async def test_size_of_a_missing_key_raises_file_not_found(storage: Storage) -> None:
+    with pytest.raises(FileNotFound):
+        await storage.size("outputs/job1/none.mp4")
 
 
 async def test_reading_a_missing_key_raises_file_not_found(storage: Storage) -> None:
@@ -211,6 +228,12 @@ async def test_web_and_worker_share_no_disk_with_s3_storage(
         async with session.get(stack.url + events[-1]["outputs"][0]["url"]) as r:
             assert r.status == 200
             data = await r.read()
+        async with session.get(
+            stack.url + events[-1]["outputs"][0]["url"], headers={"Range": "bytes=0-99"}
+        ) as r:
+            assert r.status == 206
+            assert r.headers["Content-Range"] == f"bytes 0-99/{len(data)}"
+            assert await r.read() == data[:100]
     image = Image.open(io.BytesIO(data))
     assert (image.format, image.size) == ("PNG", (64, 64))
     listing = await s3.list_objects_v2(Bucket=bucket, Prefix=f"outputs/{job['id']}/")

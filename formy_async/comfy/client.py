@@ -12,11 +12,12 @@ import aiohttp
 import structlog
 
 from ..errors import ComfyExecutionFailed, ComfyInterrupted, ComfyRejected, ComfyUnavailable
+from .backend import BackendInfo
 from .messages import (
     ComfyMessage,
     Executing,
+    FileRef,
     HistoryEntry,
-    ImageRef,
     PreviewImage,
     parse_binary,
     parse_text,
@@ -25,6 +26,12 @@ from .messages import (
 log = structlog.get_logger()
 
 _FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+
+
+def new_prompt_id() -> str:
+    """A prompt id every ComfyUI takes: since 0.25 a client's id must be a UUID in canonical
+    lowercase hyphenated form (what `str(uuid4())` prints); older servers take any string."""
+    return str(uuid.uuid4())
 
 
 class ComfyClient:
@@ -44,6 +51,7 @@ class ComfyClient:
         self.timeout = aiohttp.ClientTimeout(total=request_timeout)
         self.idle_check = idle_check
         self.reconnect_tries = reconnect_tries
+        self._info: BackendInfo | None = None
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -96,6 +104,36 @@ class ComfyClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise ComfyUnavailable("ComfyUI's /prompt has no queue_remaining") from exc
 
+    async def info(self, stats: dict[str, Any] | None = None) -> BackendInfo:
+        """The server's version and capabilities: asked once, then kept (see `forget_info`);
+        `stats` is a `/system_stats` answer just read, if there is one."""
+        if self._info is None:
+            stats = stats if stats is not None else await self.system_stats()
+            status, body = await self._call("GET", "/features")
+            features = _json_object(body) if status == 200 else {}
+            status, body = await self._call("GET", "/api/jobs?limit=1")
+            jobs_api = status == 200 and "jobs" in _json_object(body)
+            version = str((stats.get("system") or {}).get("comfyui_version") or "unknown")
+            self._info = BackendInfo(version=version, features=features, jobs_api=jobs_api)
+        return self._info
+
+    def has_info(self) -> bool:
+        return self._info is not None
+
+    def forget_info(self) -> None:
+        """Ask again next time: the server came back, and may be another version now."""
+        self._info = None
+
+    async def job(self, prompt_id: str) -> dict[str, Any] | None:
+        """`GET /api/jobs/{id}` (newer servers): the prompt pending, running or finished; None
+        when the server does not know it."""
+        status, body = await self._call("GET", f"/api/jobs/{prompt_id}")
+        if status == 404:
+            return None
+        if status != 200:
+            raise ComfyUnavailable(f"ComfyUI answered /api/jobs/{prompt_id} with {status}")
+        return _json_object(body)
+
     async def node_info(self, class_type: str) -> dict[str, Any]:
         """`/object_info/{class}`: the node's inputs and outputs; {} when ComfyUI lacks it."""
         info = await self._json("GET", f"/object_info/{class_type}")
@@ -127,7 +165,16 @@ class ComfyClient:
         return any(len(item) > 1 and item[1] == prompt_id for item in items)
 
     async def cancel(self, prompt_id: str) -> None:
-        """Drop the prompt from the pending queue, interrupt it if it runs; others untouched."""
+        """Drop the prompt from the pending queue, interrupt it if it runs; others untouched.
+
+        Newer servers do both in one call that interrupts only if this prompt is still the one
+        running at that instant; older ones get `/queue` delete and a targeted `/interrupt`,
+        which in a narrow race could hit the prompt that started just after this one.
+        """
+        if (await self.info()).jobs_api:
+            status, _ = await self._call("POST", f"/api/jobs/{prompt_id}/cancel")
+            if status == 200:
+                return
         await self._call("POST", "/queue", json={"delete": [prompt_id]})
         await self._call("POST", "/interrupt", json={"prompt_id": prompt_id})
 
@@ -153,7 +200,7 @@ class ComfyClient:
         names = json.loads(body)
         return [str(n) for n in names] if isinstance(names, list) else []
 
-    async def view(self, ref: ImageRef) -> bytes:
+    async def view(self, ref: FileRef) -> bytes:
         params = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type}
         status, body = await self._call("GET", "/view", params=params)
         if status != 200:
@@ -229,6 +276,13 @@ class ComfyClient:
 
     async def _finished(self, prompt_id: str) -> bool:
         """True when history has the prompt; raises when ComfyUI no longer knows it at all."""
+        if (await self.info()).jobs_api:
+            job = await self.job(prompt_id)  # one call, for pending and running prompts too
+            if job is None:
+                raise ComfyUnavailable(
+                    f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)"
+                )
+            return job.get("status") not in ("pending", "in_progress")
         if await self.history(prompt_id) is not None:
             return True
         if await self.is_queued(prompt_id):
@@ -267,16 +321,30 @@ class ComfyClient:
         )
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _rejection_message(answer: dict[str, Any]) -> str:
-    error = answer.get("error") or {}
+    """ComfyUI's reasons, one part per node error. A node may be one the graph never had (the
+    server applies node replacements first), or of no known type (`class_type` null)."""
+    error: dict[str, Any] = answer["error"] if isinstance(answer.get("error"), dict) else {}
     parts = [str(error.get("message") or "ComfyUI rejected the graph")]
-    for node_id, node in (answer.get("node_errors") or {}).items():
+    node_errors = answer.get("node_errors")
+    if not node_errors and error.get("details"):
+        parts[0] += f" ({error['details']})"
+    for node_id, node in (node_errors if isinstance(node_errors, dict) else {}).items():
+        class_type = node.get("class_type") or "unknown node type"
         for item in node.get("errors", []):
             parts.append(
-                f"node {node_id} ({node.get('class_type')}): {item.get('type')}: "
+                f"node {node_id} ({class_type}): {item.get('type')}: "
                 f"{item.get('details') or item.get('message')}"
             )
     return "; ".join(parts)
 
 
-__all__ = ["ComfyClient", "PreviewImage"]
+__all__ = ["ComfyClient", "PreviewImage", "new_prompt_id"]

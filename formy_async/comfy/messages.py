@@ -140,14 +140,48 @@ def parse_binary(frame: bytes) -> PreviewImage | None:
     return None
 
 
-class ImageRef(BaseModel):
-    """Where ComfyUI keeps one output file; fetched with GET /view."""
+class FileRef(BaseModel):
+    """Where ComfyUI keeps one output file, fetched with GET /view; and what kind it is.
+
+    Asset fields a newer server may add (`id`, `preview_id`, `asset`) are ignored: the file is
+    always fetched by filename, subfolder and type. VideoHelperSuite's `fullpath` (a path on
+    ComfyUI's disk) is never read.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
+    node_id: str = ""
+    media: str = "images"  # the key it came under: images, gifs, video, audio, 3d, …
     filename: str
     subfolder: str = ""
     type: str = "output"
+    format: str = ""  # a MIME type some custom nodes give (VideoHelperSuite: video/h264-mp4)
+    animated: bool = False
+
+
+#: keys of a node's UI output that hold no files
+_NOT_FILES = frozenset({"animated", "text", "latents", "result"})
+#: 3D files some nodes list as plain filename strings
+_THREE_D = (".glb", ".gltf", ".obj", ".fbx", ".usdz")
+
+
+def _file_items(node_id: str, output: dict[str, Any]) -> list[FileRef]:
+    animated = bool(output.get("animated")) and any(output.get("animated") or [])
+    found = []
+    for media, items in output.items():
+        if media in _NOT_FILES or not isinstance(items, list):
+            continue
+        for item in items:
+            if isinstance(item, str) and item.lower().endswith(_THREE_D):
+                item = {"filename": item, "type": "output"}
+            if not isinstance(item, dict) or not isinstance(item.get("filename"), str):
+                continue
+            try:
+                ref = FileRef.model_validate({**item, "node_id": node_id, "media": media})
+            except ValidationError:
+                continue
+            found.append(ref.model_copy(update={"animated": animated and media == "images"}))
+    return found
 
 
 class HistoryStatus(BaseModel):
@@ -172,10 +206,21 @@ class HistoryEntry(BaseModel):
     outputs: dict[str, dict[str, Any]] = {}
     status: HistoryStatus = HistoryStatus()
 
-    def images(self, node_ids: list[str]) -> list[tuple[str, ImageRef]]:
-        """(node id, file) for every image the given output nodes produced, in order."""
+    def files(self, node_ids: list[str] | None = None) -> list[FileRef]:
+        """Every file the given output nodes (all of them for None) produced, in order: images,
+        animations, videos, audio, 3D models, whatever the node listed."""
+        ids = node_ids if node_ids is not None else list(self.outputs)
+        return [ref for n in ids for ref in _file_items(n, self.outputs.get(n, {}))]
+
+    def texts(self, node_ids: list[str] | None = None) -> list[tuple[str, str]]:
+        """(node id, text) for every text output (PreviewAny and the like), in order."""
+        ids = node_ids if node_ids is not None else list(self.outputs)
         found = []
-        for node_id in node_ids:
-            for item in self.outputs.get(node_id, {}).get("images", []):
-                found.append((node_id, ImageRef.model_validate(item)))
+        for node_id in ids:
+            texts = self.outputs.get(node_id, {}).get("text")
+            for text in texts if isinstance(texts, list) else []:
+                if isinstance(text, list | tuple):  # some nodes give (text,) tuples
+                    text = text[0] if text else ""
+                if isinstance(text, str):
+                    found.append((node_id, text))
         return found

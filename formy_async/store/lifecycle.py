@@ -17,6 +17,7 @@ from ..models import (
     JobError,
     Output,
     OutputFile,
+    OutputText,
     Preview,
     Progress,
     Retrying,
@@ -65,9 +66,13 @@ class Lifecycle:
         job.outputs.append(output)
         return await self._record(job, Output(job_id=job.id, output=shown))
 
-    async def done(self, job: Job, *, shown: list[OutputFile]) -> bool:
+    async def done(
+        self, job: Job, *, shown: list[OutputFile], texts: list[OutputText] | None = None
+    ) -> bool:
+        """The job finished: its files (`shown`: with signed URLs) and its texts."""
         job.status, job.progress, job.finished_at = "done", 100, now()
-        return await self._record(job, Done(job_id=job.id, outputs=shown))
+        job.texts = list(texts or [])
+        return await self._record(job, Done(job_id=job.id, outputs=shown, texts=job.texts))
 
     async def fail(self, job: Job, error: FormyError) -> bool:
         job.status, job.finished_at = "failed", now()

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
-from ..errors import FormyError, TooManyRequests
+from ..errors import FormyError, RangeNotSatisfiable, TooManyRequests
 
 log = structlog.get_logger()
 
@@ -31,6 +31,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         headers = {}
         if isinstance(exc, TooManyRequests):
             headers["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
+            headers["Content-Range"] = f"bytes */{exc.size}"
         return web.json_response({"error": exc.to_dict()}, status=exc.http_status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:

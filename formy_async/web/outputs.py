@@ -4,36 +4,81 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..errors import FileNotFound, OutputExpired, OutputNotFound, PreviewNotFound
-from ..storage import content_type_of, output_key
+from ..errors import (
+    FileNotFound,
+    OutputExpired,
+    OutputNotFound,
+    PreviewNotFound,
+    RangeNotSatisfiable,
+)
+from ..storage import output_key
 from .context import STORAGE, STORE
 from .security import owned_job
 
 routes = web.RouteTableDef()
 
 
+#: the most one answer to an open-ended range (`bytes=0-`, what a `<video>` asks first) holds
+#: when the file is not on this machine's disk: the player asks for the rest as it plays
+RANGE_CHUNK = 4 * 1024 * 1024
+
+
 @routes.get("/api/jobs/{job_id}/outputs/{filename}")
 async def get_output(request: web.Request) -> web.StreamResponse:
+    """An output file, whole or a byte range of it (HTTP `Range`: a `<video>` seeks)."""
     job = await owned_job(request, request.match_info["job_id"])
     filename = request.match_info["filename"]
-    if not any(o.filename == filename for o in job.outputs):
+    output = next((o for o in job.outputs if o.filename == filename), None)
+    if output is None:
         raise OutputNotFound(f"job {job.id} has no output {filename!r}")
     storage = request.app[STORAGE]
     key = output_key(job.id, filename)
-    headers = {"Cache-Control": "private, max-age=86400"}
+    headers = {
+        "Cache-Control": "private, max-age=86400",
+        "Content-Type": output.content_type,
+        "Accept-Ranges": "bytes",
+    }
     gone = OutputExpired(f"output {filename!r} has passed its retention time")
     path = storage.local_path(key)
     if path is not None:
         if not path.exists():
             raise gone
-        return web.FileResponse(
-            path, headers={**headers, "Content-Type": content_type_of(filename)}
-        )
+        return web.FileResponse(path, headers=headers)  # it answers ranges itself
     try:
-        data = await storage.read(key)
+        size = await storage.size(key)
+        wanted = _range(request, size)
+        if wanted is None:
+            return web.Response(body=await storage.read(key), headers=headers)
+        start, stop = wanted
+        data = await storage.read_range(key, start, stop)
     except FileNotFound:
         raise gone from None
-    return web.Response(body=data, content_type=content_type_of(filename), headers=headers)
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    return web.Response(body=data, status=206, headers=headers)
+
+
+def _range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """The byte range asked for, as (start, stop); None for the whole file."""
+    if "Range" not in request.headers:
+        return None
+    try:
+        wanted = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiable(
+            f"the Range header is malformed; the file has {size} bytes", size=size
+        ) from None
+    start, stop = wanted.start, wanted.stop
+    if start is None:
+        return None
+    if start < 0:  # the last -start bytes
+        start = max(0, size + start)
+        stop = size
+    elif stop is None:
+        stop = min(size, start + RANGE_CHUNK)
+    stop = min(stop, size)
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(f"the range is outside the file's {size} bytes", size=size)
+    return start, stop
 
 
 @routes.get("/api/jobs/{job_id}/preview")

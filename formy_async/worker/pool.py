@@ -133,13 +133,21 @@ class BackendPool:
         log.warning("backend_down", backend=_label(url), error=error, retry_in_ms=backoff_ms)
 
     async def _probe(self, spec: BackendSpec) -> None:
+        client = self.clients[spec.url]
         try:
-            await asyncio.wait_for(self.clients[spec.url].system_stats(), 3)
+            stats = await asyncio.wait_for(client.system_stats(), 3)
         except (ComfyError, TimeoutError) as exc:
             await self.mark_down(spec.url, str(exc) or "no answer to /system_stats")
             return
         if await self.slots.mark_up(spec.url):
+            client.forget_info()  # it may have come back as another version, with other routes
             log.info("backend_up", backend=spec.label)
+        if not client.has_info():
+            with contextlib.suppress(ComfyError, TimeoutError):
+                info = await asyncio.wait_for(client.info(stats), 3)
+                log.info(
+                    "backend_found", backend=spec.label, version=info.version, uses=info.uses()
+                )
 
     async def _loop(self) -> None:
         next_probe = 0.0

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from typing import Any
 
 import structlog
 from arq import Retry
 
 from ..auth import sign_url
-from ..comfy.client import ComfyClient
+from ..comfy.client import ComfyClient, new_prompt_id
 from ..comfy.messages import Executing, ExecutionCached, PreviewImage, ProgressStep
 from ..errors import (
     ComfyError,
@@ -29,7 +28,7 @@ from ..store.jobs import PreviewImage as StoredPreview
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
 from .progress import ProgressTracker
-from .transfer import collect_outputs, upload_inputs
+from .transfer import collect_outputs, collect_texts, upload_inputs
 
 log = structlog.get_logger()
 
@@ -109,7 +108,7 @@ class JobRun:
         graph = self.workflow.render(
             self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
         )
-        prompt_id = uuid.uuid4().hex
+        prompt_id = new_prompt_id()
         self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         await self.follow(graph, prompt_id)
@@ -120,7 +119,8 @@ class JobRun:
             signed = self.signed(output)
             self.recorded(await self.wc.lifecycle.output(self.job, output, shown=signed), self.job)
             shown.append(signed)
-        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown), self.job)
+        texts = collect_texts(entry, self.workflow)
+        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown, texts=texts), self.job)
         self.log.info(
             "job_done",
             outputs=len(self.job.outputs),

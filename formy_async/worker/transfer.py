@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import AsyncIterator
 
-from .. import images
+from .. import images, media
 from ..comfy.client import ComfyClient
 from ..comfy.messages import HistoryEntry
-from ..models import Job, OutputFile
-from ..storage import Storage, content_type_of, input_key, output_key
+from ..models import Job, OutputFile, OutputText
+from ..storage import Storage, input_key, output_key
 from ..workflows import Workflow
 
 
@@ -32,23 +31,38 @@ async def upload_inputs(
 async def collect_outputs(
     comfy: ComfyClient, storage: Storage, entry: HistoryEntry, workflow: Workflow, job: Job
 ) -> AsyncIterator[OutputFile]:
-    """Fetch every output over /view (ComfyUI's disk may be elsewhere) into our storage, one
-    at a time (each is announced as soon as it is stored)."""
+    """Fetch every file the output nodes produced over /view (ComfyUI's disk may be elsewhere)
+    into our storage, one at a time (each is announced as soon as it is stored).
+
+    The output nodes are the manifest's, or every node ComfyUI reported outputs for.
+    """
     counts: dict[str, int] = {}
-    for node_id, ref in entry.images(workflow.manifest.outputs):
+    for ref in entry.files(workflow.manifest.outputs or None):
         data = await comfy.view(ref)
-        counts[node_id] = counts.get(node_id, 0) + 1
-        ext = posixpath.splitext(ref.filename)[1].lower() or ".png"
-        filename = f"{node_id}_{counts[node_id]}{ext}"
-        content_type = content_type_of(filename)
+        counts[ref.node_id] = counts.get(ref.node_id, 0) + 1
+        ext = media.extension(ref.filename) or ".bin"
+        filename = f"{ref.node_id}_{counts[ref.node_id]}{ext}"
+        kind = media.kind_of(ref.filename, ref.format)
+        content_type = media.content_type_of(filename)
         size = await storage.put(output_key(job.id, filename), data, content_type)
-        probed = await images.probe(data)
+        info = await media.probe(data, kind)
         yield OutputFile(
             filename=filename,
             url=f"/api/jobs/{job.id}/outputs/{filename}",
+            kind=kind,
             content_type=content_type,
-            width=probed[1] if probed else None,
-            height=probed[2] if probed else None,
+            width=info.width,
+            height=info.height,
+            duration=info.duration,
+            animated=info.animated or (ref.animated and kind == "image"),
             size=size,
-            node_id=node_id,
+            node_id=ref.node_id,
         )
+
+
+def collect_texts(entry: HistoryEntry, workflow: Workflow) -> list[OutputText]:
+    """The text the output nodes produced (PreviewAny and the like)."""
+    return [
+        OutputText(node_id=node_id, text=text)
+        for node_id, text in entry.texts(workflow.manifest.outputs or None)
+    ]

@@ -40,6 +40,7 @@ PUBLIC_FIELDS = {
     "time_limit",
     "priority",
     "outputs",
+    "texts",
     "error",
     "links",
 }
