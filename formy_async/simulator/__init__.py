@@ -1,4 +1,4 @@
-"""A faithful fake of a stock ComfyUI 0.3.64 HTTP + WebSocket server, to run without a GPU."""
+"""A faithful fake of a stock ComfyUI HTTP + WebSocket server (0.3.64 or 0.25+), without a GPU."""
 
 from __future__ import annotations
 

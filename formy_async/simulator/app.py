@@ -18,10 +18,14 @@ from .config import SimulatorConfig
 from .engine import Engine
 from .files import Dirs
 from .hub import Hub
+from .info import server_features
 from .nodes import Env, NodeDef
+from .nodes_audio import audio_nodes
 from .nodes_control import CONTROL_NODES
 from .nodes_core import CORE_NODES
 from .nodes_image import IMAGE_NODES
+from .nodes_media import animation_nodes
+from .nodes_video import video_nodes
 from .prompt_queue import PromptQueue
 from .routes import add_routes
 from .state import SIMULATOR, Simulator
@@ -77,8 +81,10 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
         return web.Response(status=413, text=f"Maximum request body size {limit} exceeded.")
 
 
-def _registry() -> dict[str, NodeDef]:
-    return {node.name: node for node in (*CORE_NODES, *IMAGE_NODES, *CONTROL_NODES)}
+def _registry(new: bool) -> dict[str, NodeDef]:
+    # The media nodes' specs (and some outputs) differ between the release lines.
+    media = (*animation_nodes(new), *video_nodes(new), *audio_nodes(new))
+    return {node.name: node for node in (*CORE_NODES, *IMAGE_NODES, *CONTROL_NODES, *media)}
 
 
 def _build(config: SimulatorConfig) -> Simulator:
@@ -87,10 +93,9 @@ def _build(config: SimulatorConfig) -> Simulator:
     dirs = Dirs(root.resolve())
     dirs.create()
     env = Env(config, dirs)
-    registry = _registry()
-    features = {"supports_preview_metadata": True, "max_upload_size": config.max_upload_size}
+    registry = _registry(config.is_new_profile)
     queue_ref: list[PromptQueue] = []
-    hub = Hub(features, lambda: queue_ref[0].remaining())
+    hub = Hub(server_features(config), lambda: queue_ref[0].remaining())
     queue = PromptQueue(hub.send_status, config.history_size)
     queue_ref.append(queue)
     engine = Engine(env, registry, hub, queue)
@@ -101,7 +106,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     sim = app[SIMULATOR]
     sim.hub.start()
     sim.engine.start()
-    log.info("simulator_started", data_dir=str(sim.dirs.root))
+    log.info("simulator_started", data_dir=str(sim.dirs.root), comfyui=sim.config.comfyui_version)
     yield
     await sim.engine.aclose()
     await sim.hub.aclose()
@@ -116,7 +121,7 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 def create_app(config: SimulatorConfig | None = None) -> web.Application:
-    """Build a fake ComfyUI 0.3.64 server application."""
+    """Build a fake ComfyUI server application (0.3.64 unless `config.comfyui_version` says)."""
     config = config or SimulatorConfig()
     app = web.Application(
         client_max_size=config.max_upload_size,

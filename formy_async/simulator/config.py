@@ -1,17 +1,24 @@
-"""The simulator's settings: timing, model lists, caching and limits."""
+"""The simulator's settings: which ComfyUI it imitates, timing, model lists, caching and limits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from .profile import Profile, parse_version, profile_for
 
 DEFAULT_MAX_UPLOAD_SIZE = 100 * 1024 * 1024
 
 
 class SimulatorConfig(BaseModel):
-    """How the fake ComfyUI behaves; the defaults mimic a stock server on a slow machine."""
+    """How the fake ComfyUI behaves; the defaults mimic a stock 0.3.64 server on a slow machine.
 
+    `comfyui_version` picks the protocol: below 0.25 the 0.3.64 behaviour, from 0.25 on (e.g.
+    "0.38.1") the current release line's (see `profile.Profile` for every difference).
+    """
+
+    comfyui_version: str = "0.3.64"
     step_delay: float = Field(0.15, ge=0)
     node_delay: float = Field(0.0, ge=0)
     data_dir: Path | None = None
@@ -46,3 +53,18 @@ class SimulatorConfig(BaseModel):
     cache: bool = True
     max_upload_size: int = Field(DEFAULT_MAX_UPLOAD_SIZE, gt=0)
     history_size: int = Field(10000, gt=0)
+
+    @field_validator("comfyui_version")
+    @classmethod
+    def _check_version(cls, value: str) -> str:
+        parse_version(value)
+        return value.strip()
+
+    @property
+    def profile(self) -> Profile:
+        return profile_for(self.comfyui_version)
+
+    @property
+    def is_new_profile(self) -> bool:
+        """True when imitating ComfyUI 0.25 or later."""
+        return self.profile.new

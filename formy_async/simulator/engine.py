@@ -128,8 +128,9 @@ class Engine:
         )
         success = await self._run_outputs(run)
         self.hub.last_node_id = None
-        meta = {nid: _meta(nid) for nid in run.ui}
-        self.queue.task_done(item, _history_entry(item, run.ui, meta, success, run.messages))
+        outputs = self._history_outputs(run)
+        meta = {nid: _meta(nid) for nid in outputs}
+        self.queue.task_done(item, _history_entry(item, outputs, meta, success, run.messages))
         if run.client_id is not None:
             self.hub.send("executing", {"node": None, "prompt_id": run.prompt_id}, run.client_id)
         log.info("prompt_finished", prompt_id=run.prompt_id, success=success)
@@ -144,6 +145,17 @@ class Engine:
             return False
         self._add_message(run, "execution_success", {"prompt_id": run.prompt_id}, False)
         return True
+
+    def _history_outputs(self, run: PromptRun) -> dict[str, JsonDict]:
+        """What this run showed; 0.3.64 adds every other node of the prompt whose UI it still
+        has cached (e.g. an output left out by partial_execution_targets)."""
+        outputs = dict(run.ui)
+        if self.env.config.profile.history_keeps_every_cached_ui:
+            for node_id in run.prompt:
+                entry = self._cached(run, node_id)
+                if node_id not in outputs and entry is not None and entry.ui is not None:
+                    outputs[node_id] = entry.ui
+        return outputs
 
     def _emit_any(self, event: str, data: JsonDict) -> None:
         """Events that go to the target, or to everyone when the prompt has no client_id."""

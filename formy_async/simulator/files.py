@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import os
 import re
 from dataclasses import dataclass
@@ -10,6 +11,17 @@ from pathlib import Path
 
 DIR_TYPES = ("input", "output", "temp")
 _ANNOTATIONS = {" [output]": "output", " [input]": "input", " [temp]": "temp"}
+# folder_paths.filter_files_content_types seeds its cache with these before asking mimetypes.
+_KNOWN_CONTENT_TYPES = {"webp": "image", "fbx": "model"}
+
+
+def content_type(name: str) -> str | None:
+    """'audio', 'video', 'image', ... as ComfyUI guesses it from the extension."""
+    extension = name.split(".")[-1]
+    if extension in _KNOWN_CONTENT_TYPES:
+        return _KNOWN_CONTENT_TYPES[extension]
+    mime_type, _ = mimetypes.guess_type(name, strict=False)
+    return mime_type.split("/")[0] if mime_type else None
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,15 @@ class Dirs:
         images = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
         names = [n for n in entries if (self.input / n).is_file() and n.lower().endswith(images)]
         return sorted(names)
+
+    def input_files_of(self, *content_types: str) -> list[str]:
+        """Files at the top level of input/ whose content type is one of these (LoadAudio, ...)."""
+        try:
+            entries = os.listdir(self.input)
+        except FileNotFoundError:
+            return []
+        names = [n for n in entries if (self.input / n).is_file()]
+        return sorted(n for n in names if content_type(n) in content_types)
 
 
 def file_sha256(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Protocol
 
 from PIL import Image
@@ -102,6 +103,42 @@ class Latent:
         return f"{{'samples': tensor(<latent shape={shape}>)}}"
 
 
+@dataclass(frozen=True, eq=False)
+class Audio:
+    """AUDIO: a batch of clips, each interleaved little-endian float32 samples (ComfyUI: a
+    waveform tensor [batch, channels, samples] and its sample rate)."""
+
+    sample_rate: int
+    channels: int
+    clips: tuple[bytes, ...]
+
+    @property
+    def samples(self) -> int:
+        return len(self.clips[0]) // (4 * self.channels) if self.clips else 0
+
+    def __str__(self) -> str:
+        shape = f"[{len(self.clips)}, {self.channels}, {self.samples}]"
+        return (
+            f"{{'waveform': tensor(<waveform shape={shape}>), 'sample_rate': {self.sample_rate}}}"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    """VIDEO: frames, frame rate and optional audio (ComfyUI's VideoFromComponents)."""
+
+    frames: tuple[Image.Image, ...]
+    frame_rate: Fraction
+    audio: Audio | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.frames[0].size if self.frames else (0, 0)
+
+    def __str__(self) -> str:
+        return "<comfy_api.latest._input_impl.video_types.VideoFromComponents object>"
+
+
 class Interrupted(Exception):
     """The process-wide interrupt flag was seen; ComfyUI's InterruptProcessingException."""
 
@@ -143,7 +180,7 @@ class NodeDef:
     """One node class: its inputs (computed per call, combos can change), outputs and behaviour."""
 
     name: str
-    display_name: str
+    display_name: str | None
     category: str
     inputs: Callable[[Env], Sections]
     outputs: tuple[str, ...]
@@ -157,22 +194,53 @@ class NodeDef:
     validate: ValidateFn | None = None
     is_changed: ChangedFn | None = None
     extra_info: JsonDict = field(default_factory=dict)
+    # A V3-schema node (comfy_api io.ComfyNode): /object_info shows its NodeInfoV1 dataclass,
+    # which always carries output_tooltips, deprecated, experimental and api_node.
+    v3: bool = False
+    output_tooltips: tuple[str | None, ...] = ()
+    search_aliases: tuple[str, ...] = ()
+    essentials_category: str | None = None
 
     def info(self, env: Env) -> JsonDict:
+        """The /object_info entry; newer ComfyUI adds keys to both node kinds (observed 0.33)."""
         sections = self.inputs(env)
-        return {
+        new = env.config.is_new_profile
+        head: JsonDict = {
             "input": sections,
             "input_order": {key: list(value) for key, value in sections.items()},
+            **({"is_input_list": False} if new else {}),
             "output": list(self.outputs),
             "output_is_list": [False] * len(self.outputs),
             "output_name": list(self.output_names or self.outputs),
+        }
+        if self.v3:
+            head["output_tooltips"] = list(self.output_tooltips) or [None] * len(self.outputs)
+            head.update({"output_matchtypes": None} if new else {})
+        body: JsonDict = {
             "name": self.name,
-            "display_name": self.display_name,
+            "display_name": self.display_name if self.v3 else self.display_name or self.name,
             "description": self.description,
             "python_module": self.python_module,
             "category": self.category,
             "output_node": self.output_node,
-            **self.extra_info,
+        }
+        return {**head, **body, **self._info_tail(new), **self.extra_info}
+
+    def _info_tail(self, new: bool) -> JsonDict:
+        aliases = list(self.search_aliases)
+        if not self.v3:
+            return {"has_intermediate_output": False, "search_aliases": aliases} if new else {}
+        if not new:
+            return {"deprecated": False, "experimental": False, "api_node": False}
+        return {
+            "deprecated": False,
+            "experimental": False,
+            "dev_only": False,
+            "api_node": False,
+            "price_badge": None,
+            "search_aliases": aliases or None,
+            "essentials_category": self.essentials_category,
+            "has_intermediate_output": False,
         }
 
 
@@ -210,3 +278,14 @@ def format_value(value: Any) -> Any:
     if isinstance(value, Image.Image):
         return f"tensor(<mask shape=[1, {value.height}, {value.width}]>)"
     return str(value)
+
+
+V3_HIDDEN = {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
+CLASSIC_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+
+
+def v3_combo(options: list[str], **extra: Any) -> InputSpec:
+    """A V3 io.Combo input as NodeInfoV1 shows it: type "COMBO", the options in the dict."""
+    tooltip = {"tooltip": extra.pop("tooltip")} if "tooltip" in extra else {}
+    default = {"default": extra.pop("default")} if "default" in extra else {}
+    return ["COMBO", {**tooltip, **default, "multiselect": False, "options": options, **extra}]

@@ -125,6 +125,11 @@ async def _composite(ctx: NodeContext, a: JsonDict) -> NodeResult:
     return NodeResult((images,))
 
 
+async def _repeat(ctx: NodeContext, a: JsonDict) -> NodeResult:
+    images: Images = a["image"]  # the whole batch, `amount` times over, as torch's repeat does
+    return NodeResult(([image for _ in range(a["amount"]) for image in images],))
+
+
 async def _invert_mask(ctx: NodeContext, a: JsonDict) -> NodeResult:
     return NodeResult((await asyncio.to_thread(pictures.invert_mask, a["mask"]),))
 
@@ -152,6 +157,10 @@ async def _fail(ctx: NodeContext, a: JsonDict) -> NodeResult:
 
 def _image_only(env: Env) -> Sections:
     return {"required": {"image": ["IMAGE"]}}
+
+
+def _repeat_inputs(env: Env) -> Sections:
+    return {"required": {"image": ["IMAGE"], "amount": int_spec(1, 1, 4096)}}
 
 
 def _load_inputs(env: Env) -> Sections:
@@ -297,6 +306,10 @@ IMAGE_NODES: tuple[NodeDef, ...] = (
     NodeDef(
         "InvertMask", "InvertMask", "mask", lambda env: {"required": {"mask": ["MASK"]}},
         ("MASK",), _invert_mask, python_module="comfy_extras.nodes_mask",
+    ),
+    NodeDef(
+        "RepeatImageBatch", "RepeatImageBatch", "image/batch", _repeat_inputs, ("IMAGE",),
+        _repeat, python_module=_EXTRA_IMAGES,
     ),
     NodeDef(
         "GetImageSize", "Get Image Size", "image", _image_only, ("INT", "INT", "INT"), _size,

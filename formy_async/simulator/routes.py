@@ -8,7 +8,7 @@ import io
 import mimetypes
 import os
 import posixpath
-import sys
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,14 +17,18 @@ import structlog
 from aiohttp import web
 from PIL import Image
 
+from . import info
+from .engine import SENSITIVE_EXTRA_DATA_KEYS
 from .files import DIR_TYPES, Dirs, inside, store_upload
+from .jobs import is_canonical_uuid
+from .profile import Profile
 from .prompt_queue import QueueItem
+from .routes_jobs import JOB_ROUTES
 from .state import SIMULATOR, Simulator
 from .validation import validate_prompt
 
 log = structlog.get_logger()
 
-COMFYUI_VERSION = "0.3.64"
 MODEL_FOLDERS = {
     "checkpoints": "checkpoints",
     "configs": None,
@@ -60,45 +64,6 @@ def _sim(request: web.Request) -> Simulator:
     return request.app[SIMULATOR]
 
 
-def _memory() -> tuple[int, int]:
-    try:
-        page = os.sysconf("SC_PAGE_SIZE")
-        return os.sysconf("SC_PHYS_PAGES") * page, os.sysconf("SC_AVPHYS_PAGES") * page
-    except (ValueError, OSError, AttributeError):
-        return 16 * 1024**3, 8 * 1024**3
-
-
-async def system_stats(request: web.Request) -> web.Response:
-    total, free = _memory()
-    system = {
-        "os": os.name,
-        "ram_total": total,
-        "ram_free": free,
-        "comfyui_version": COMFYUI_VERSION,
-        "required_frontend_version": "1.27.10",
-        "installed_templates_version": "0.1.94",
-        "required_templates_version": "0.1.94",
-        "python_version": sys.version,
-        "pytorch_version": "2.8.0+cpu",
-        "embedded_python": False,
-        "argv": ["main.py", "--cpu"],
-    }
-    device = {
-        "name": "cpu",
-        "type": "cpu",
-        "index": None,
-        "vram_total": total,
-        "vram_free": free,
-        "torch_vram_total": total,
-        "torch_vram_free": free,
-    }
-    return web.json_response({"system": system, "devices": [device]})
-
-
-async def features(request: web.Request) -> web.Response:
-    return web.json_response(_sim(request).server_features())
-
-
 async def object_info(request: web.Request) -> web.Response:
     sim = _sim(request)
     infos = await asyncio.to_thread(
@@ -115,8 +80,51 @@ async def object_info_one(request: web.Request) -> web.Response:
     return web.json_response({node.name: await asyncio.to_thread(node.info, sim.env)})
 
 
+def _bad_prompt_id() -> web.Response:
+    error = {
+        "type": "invalid_prompt_id",
+        "message": "prompt_id must be a valid UUID",
+        "details": "prompt_id must be a UUID string in canonical lowercase hyphenated form; "
+        "omit it to let the server generate one",
+        "extra_info": {},
+    }
+    return web.json_response({"error": error, "node_errors": {}}, status=400)
+
+
+def _prompt_id(body: dict[str, Any], profile: Profile) -> str | None:
+    """The id to queue under: minted when absent; None when the profile refuses the client's."""
+    if not profile.validates_prompt_ids:
+        return str(body.get("prompt_id", uuid.uuid4()))  # 0.3.64: str() of anything, even null
+    given = body.get("prompt_id")
+    if given is None:
+        return str(uuid.uuid4())
+    return given if is_canonical_uuid(given) else None
+
+
+def _extra_data(request: web.Request, body: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    extra_data: dict[str, Any] = copy.deepcopy(body.get("extra_data", {}))
+    if "client_id" in body:
+        extra_data["client_id"] = body["client_id"]
+    # Newer ComfyUI also records which product submitted the prompt, if the header says.
+    usage_source = request.headers.get("Comfy-Usage-Source")
+    if profile.new and usage_source and "comfy_usage_source" not in extra_data:
+        extra_data["comfy_usage_source"] = usage_source
+    return extra_data
+
+
+def _queued_extra_data(extra_data: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    if profile.strips_sensitive_on_submit:
+        # Held apart for API nodes and never shown; 0.3.64 leaves them visible in /queue.
+        for key in SENSITIVE_EXTRA_DATA_KEYS:
+            extra_data.pop(key, None)
+    if profile.stamps_create_time:
+        extra_data["create_time"] = int(time.time() * 1000)
+    return extra_data
+
+
 async def post_prompt(request: web.Request) -> web.Response:
     sim = _sim(request)
+    profile = sim.config.profile
     body = await request.json()
     number = sim.queue.next_number(body.get("number"), body.get("front"))
     if "prompt" not in body:
@@ -127,20 +135,19 @@ async def post_prompt(request: web.Request) -> web.Response:
             "extra_info": {},
         }
         return web.json_response({"error": error, "node_errors": {}}, status=400)
+    prompt_id = _prompt_id(body, profile)
+    if prompt_id is None:
+        return _bad_prompt_id()
     prompt = copy.deepcopy(body["prompt"])
-    prompt_id = str(body.get("prompt_id", uuid.uuid4()))
     partial = body.get("partial_execution_targets")
     verdict = await asyncio.to_thread(validate_prompt, prompt, sim.registry, sim.env, partial)
-    extra_data: dict[str, Any] = copy.deepcopy(body.get("extra_data", {}))
-    if "client_id" in body:
-        extra_data["client_id"] = body["client_id"]
+    extra_data = _extra_data(request, body, profile)
     if verdict.error is not None:
         log.warning("prompt_invalid", error_type=verdict.error["type"])
         return web.json_response(
             {"error": verdict.error, "node_errors": verdict.node_errors}, status=400
         )
-    for key in ("auth_token_comfy_org", "api_key_comfy_org"):
-        extra_data.pop(key, None)
+    extra_data = _queued_extra_data(extra_data, profile)
     sim.queue.put(QueueItem(number, prompt_id, prompt, extra_data, verdict.outputs))
     log.info("prompt_queued", prompt_id=prompt_id, number=number)
     return web.json_response(
@@ -321,8 +328,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 ROUTES: tuple[tuple[str, str, Any], ...] = (
     ("GET", "/ws", websocket),
-    ("GET", "/system_stats", system_stats),
-    ("GET", "/features", features),
+    ("GET", "/system_stats", info.system_stats),
+    ("GET", "/features", info.features),
     ("GET", "/object_info", object_info),
     ("GET", "/object_info/{node_class}", object_info_one),
     ("POST", "/prompt", post_prompt),
@@ -344,7 +351,12 @@ ROUTES: tuple[tuple[str, str, Any], ...] = (
 
 
 def add_routes(app: web.Application) -> None:
-    """Register every route twice, as is and under /api, like ComfyUI."""
+    """Register every route twice, as is and under /api, like ComfyUI (the jobs routes, which
+    newer ComfyUI declares with /api already, thus also answer under /api/api)."""
+    routes = ROUTES + (JOB_ROUTES if app[SIMULATOR].config.profile.has_jobs_api else ())
     for prefix in ("", "/api"):
-        for method, path, handler in ROUTES:
-            app.router.add_route(method, prefix + path, handler)
+        for method, path, handler in routes:
+            if method == "GET":  # answers HEAD too, as ComfyUI's GET routes do
+                app.router.add_get(prefix + path, handler)
+            else:
+                app.router.add_route(method, prefix + path, handler)

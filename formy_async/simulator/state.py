@@ -31,8 +31,5 @@ class Simulator:
     def dirs(self) -> Dirs:
         return self.env.dirs
 
-    def server_features(self) -> dict[str, object]:
-        return {"supports_preview_metadata": True, "max_upload_size": self.config.max_upload_size}
-
 
 SIMULATOR = web.AppKey("formy_simulator", Simulator)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .nodes import Env, JsonDict, NodeDef, Sections
+from .profile import Profile
 
 NodeVerdict = tuple[bool, list[JsonDict], Any]
 
@@ -28,8 +29,12 @@ class _Run:
     registry: Mapping[str, NodeDef]
     env: Env
     validated: dict[Any, NodeVerdict] = field(default_factory=dict)
-    visiting: set[Any] = field(default_factory=set)
+    visiting: list[Any] = field(default_factory=list)  # the path of links being followed
     sections: dict[str, Sections] = field(default_factory=dict)
+
+    @property
+    def profile(self) -> Profile:
+        return self.env.config.profile
 
     def inputs_of(self, class_type: str) -> Sections:
         if class_type not in self.sections:
@@ -66,7 +71,36 @@ def _convert(input_type: Any, val: Any) -> Any:
     return val
 
 
-def _check_constant(x: str, info: list[Any], val: Any) -> JsonDict | None:
+def _combo_options(input_type: Any, options: JsonDict, profile: Profile) -> list[Any] | None:
+    """The allowed values, if this input is a combo the profile checks."""
+    if isinstance(input_type, list):
+        return input_type
+    # V3 io.Combo inputs are typed "COMBO" with their options inside; only newer ComfyUI checks
+    # them (and never a remote combo, whose options the browser fetches).
+    if input_type == "COMBO" and profile.checks_v3_combos and not options.get("remote_combo"):
+        return list(options.get("options", []))
+    return None
+
+
+def _not_in_list(x: str, info: list[Any], val: Any, combo: list[Any], by_repr: bool) -> JsonDict:
+    config: list[Any] | None = info
+    if len(combo) > 20:
+        listed = f"(list of length {len(combo)})"
+        config = None
+    else:
+        listed = str(combo)
+    shown = repr(val) if by_repr else f"'{val}'"
+    return _error(
+        "value_not_in_list",
+        "Value not in list",
+        f"{x}: {shown} not in {listed}",
+        input_name=x,
+        input_config=config,
+        received_value=val,
+    )
+
+
+def _check_constant(x: str, info: list[Any], val: Any, profile: Profile) -> JsonDict | None:
     input_type, options = info
     if "min" in options and val < options["min"]:
         message = f"Value {val} smaller than min of {options['min']}"
@@ -88,21 +122,9 @@ def _check_constant(x: str, info: list[Any], val: Any) -> JsonDict | None:
             input_config=info,
             received_value=val,
         )
-    if isinstance(input_type, list) and val not in input_type:
-        config: list[Any] | None = info
-        if len(input_type) > 20:
-            listed = f"(list of length {len(input_type)})"
-            config = None
-        else:
-            listed = str(input_type)
-        return _error(
-            "value_not_in_list",
-            "Value not in list",
-            f"{x}: '{val}' not in {listed}",
-            input_name=x,
-            input_config=config,
-            received_value=val,
-        )
+    combo = _combo_options(input_type, options, profile)
+    if combo is not None and val not in combo:
+        return _not_in_list(x, info, val, combo, profile.shows_values_by_repr)
     return None
 
 
@@ -160,14 +182,66 @@ def _validate_node(run: _Run, node_id: Any) -> NodeVerdict:
     if node_id in run.validated:
         return run.validated[node_id]
     if node_id in run.visiting:
-        return (False, [], node_id)  # a cycle: invalid, with nothing to report
-    run.visiting.add(node_id)
+        if run.profile.reports_dependency_cycles:
+            _mark_cycle(run, node_id)
+            return run.validated[node_id]
+        return (False, [], node_id)  # 0.3.64: a cycle is invalid, with nothing to report
+    run.visiting.append(node_id)
     try:
         verdict = _validate_fresh(run, node_id)
     finally:
-        run.visiting.discard(node_id)
+        run.visiting.pop()
+    earlier = run.validated.get(node_id)
+    if earlier is not None:  # a cycle through this node was found below it: keep that error
+        joined = earlier[1] + [error for error in verdict[1] if error not in earlier[1]]
+        verdict = (earlier[0] and verdict[0], joined, node_id)
     run.validated[node_id] = verdict
     return verdict
+
+
+def _mark_cycle(run: _Run, node_id: Any) -> None:
+    """Newer ComfyUI: every node on the loop gets a dependency_cycle error naming the path."""
+    path = [*run.visiting[run.visiting.index(node_id) :], node_id]
+    cycle_nodes = list(dict.fromkeys(path))
+    details = " -> ".join(f"{nid} ({run.prompt[nid]['class_type']})" for nid in path)
+    for nid in cycle_nodes:
+        error = _error(
+            "dependency_cycle", "Dependency cycle detected", details,
+            node_id=nid, cycle_nodes=cycle_nodes,
+        )  # fmt: skip
+        run.validated[nid] = (False, [error], nid)
+
+
+def _unset_dynamic(spec: list[Any], inputs: JsonDict, x: str) -> bool:
+    """A dynamic combo left out, or set to a key it does not offer: newer ComfyUI drops it
+    from the node's inputs before validating, so it is neither missing nor checked."""
+    if spec[0] != "COMFY_DYNAMICCOMBO_V3":
+        return False
+    keys = [option["key"] for option in spec[1].get("options", [])]
+    return x not in inputs or inputs[x] not in keys
+
+
+def _check_value(
+    run: _Run, node_def: NodeDef, inputs: JsonDict, x: str, info: list[Any]
+) -> JsonDict | None:
+    """Convert a constant in place (INT, FLOAT, ...) and check it against its spec."""
+    val = inputs[x]
+    try:
+        val = inputs[x] = _convert(info[0], val)
+    except Exception as ex:
+        message = f"Failed to convert an input value to a {info[0]} value"
+        return _error(
+            "invalid_input_type",
+            message,
+            f"{x}, {val}, {ex}",
+            input_name=x,
+            input_config=info,
+            received_value=val,
+            exception_message=str(ex),
+        )
+    if x in node_def.validate_args:  # VALIDATE_INPUTS takes over for these
+        return None
+    return _check_constant(x, info, val, run.profile)
 
 
 def _validate_fresh(run: _Run, node_id: Any) -> NodeVerdict:
@@ -177,6 +251,8 @@ def _validate_fresh(run: _Run, node_id: Any) -> NodeVerdict:
     valid = True
     for section, x, spec in _declared(run.inputs_of(node_def.name)):
         info = [spec[0], spec[1] if len(spec) > 1 else {}]
+        if _unset_dynamic(info, inputs, x):
+            continue
         if x not in inputs:
             if section == "required":
                 missing = _error(
@@ -184,28 +260,11 @@ def _validate_fresh(run: _Run, node_id: Any) -> NodeVerdict:
                 )
                 errors.append(missing)
             continue
-        val = inputs[x]
-        if isinstance(val, list):
-            error, upstream_ok = _check_link(run, x, info, val)
+        if isinstance(inputs[x], list):
+            error, upstream_ok = _check_link(run, x, info, inputs[x])
             valid = valid and upstream_ok
         else:
-            try:
-                val = inputs[x] = _convert(info[0], val)
-            except Exception as ex:
-                message = f"Failed to convert an input value to a {info[0]} value"
-                errors.append(
-                    _error(
-                        "invalid_input_type",
-                        message,
-                        f"{x}, {val}, {ex}",
-                        input_name=x,
-                        input_config=info,
-                        received_value=val,
-                        exception_message=str(ex),
-                    )
-                )
-                continue
-            error = None if x in node_def.validate_args else _check_constant(x, info, val)
+            error = _check_value(run, node_def, inputs, x, info)
         if error is not None:
             errors.append(error)
     errors.extend(_custom_validation(run, node_def, inputs))
@@ -237,17 +296,40 @@ def _custom_validation(run: _Run, node_def: NodeDef, inputs: JsonDict) -> list[J
     return errors
 
 
+def _missing_node_type(x: str, node: JsonDict) -> JsonDict:
+    """Newer ComfyUI's error for a node without class_type or with an unknown one."""
+    class_type = node.get("class_type")
+    meta = node.get("_meta") or {}
+    if "class_type" not in node:
+        title = meta.get("title")
+        message = (
+            f"Node '{title or f'ID #{x}'}' has no class_type. The workflow may be corrupted "
+            "or a custom node is missing."
+        )
+    else:
+        title = meta.get("title", class_type)
+        message = f"Node '{title}' not found. The custom node may not be installed."
+    return _error(
+        "missing_node_type", message, f"Node ID '#{x}'",
+        node_id=x, class_type=class_type, node_title=title,
+    )  # fmt: skip
+
+
 def _find_outputs(
-    prompt: JsonDict, registry: Mapping[str, NodeDef], partial: list[Any] | None
+    prompt: JsonDict, registry: Mapping[str, NodeDef], partial: list[Any] | None, profile: Profile
 ) -> tuple[list[str], JsonDict | None]:
     outputs: list[str] = []
     for x in prompt:
         if "class_type" not in prompt[x]:
+            if profile.names_missing_node_type:
+                return [], _missing_node_type(x, prompt[x])
             message = "Cannot execute because a node is missing the class_type property."
             return [], _error("invalid_prompt", message, f"Node ID '#{x}'")
         class_type = prompt[x]["class_type"]
         node_def = registry.get(class_type)
         if node_def is None:
+            if profile.names_missing_node_type:
+                return [], _missing_node_type(x, prompt[x])
             message = f"Cannot execute because node {class_type} does not exist."
             return [], _error("invalid_prompt", message, f"Node ID '#{x}'")
         if node_def.output_node and (partial is None or x in partial):
@@ -261,7 +343,7 @@ def validate_prompt(
     prompt: JsonDict, registry: Mapping[str, NodeDef], env: Env, partial: list[Any] | None
 ) -> Verdict:
     """Validate (and, like ComfyUI, convert constants of) `prompt` in place."""
-    outputs, error = _find_outputs(prompt, registry, partial)
+    outputs, error = _find_outputs(prompt, registry, partial, env.config.profile)
     if error is not None:
         return Verdict(error)
     run = _Run(prompt, registry, env)
