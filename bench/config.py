@@ -33,6 +33,17 @@ class Config:
     sockets: tuple[int, ...] = (1000, 5000, 10000)
     ws_rate: float = 200.0
     ws_duration: float = 3.0
+    # peers (direct ComfyUI, comfy-api-proxy, formy-async): jobs of peer_steps × peer_step_delay
+    # seconds on the simulator's 0.3.64 profile, one after another, then a backlog at once
+    peer_comfyui: str = "0.3.64"
+    peer_steps: int = 4
+    peer_step_delay: float = 0.065
+    peer_warmup: int = 3
+    peer_jobs: int = 20
+    peer_pause: float = 0.05
+    peer_backlog: int = 50
+    # the job trace: jobs of the peers row's kind through traced web and worker processes
+    trace_jobs: int = 20
 
     @classmethod
     def quick(cls) -> Config:
@@ -49,4 +60,7 @@ class Config:
             session_steps=2,
             sockets=(1000, 10000),
             ws_duration=2.0,
+            peer_jobs=10,
+            peer_backlog=30,
+            trace_jobs=10,
         )

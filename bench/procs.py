@@ -148,17 +148,40 @@ def formy_env(redis_url: str, comfyui_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-async def start_web(port: int, env: dict[str, str]) -> Proc:
-    proc = Proc("web", [PYTHON, "server.py"], {**env, "PORT": str(port)})
+#: `--diagnose`: every web and worker runs with the stall monitor (bench.stalls), whose files
+#: are listed here as (process name, path) until the row's results take them
+DIAGNOSE = False
+STALL_FILES: list[tuple[str, Path]] = []
+
+
+def _diagnosed(role: str, argv: list[str] | None, env: dict[str, str]) -> list[str] | None:
+    """The process's argv and env for the stall monitor, when `--diagnose` asks for it."""
+    if not DIAGNOSE:
+        return argv
+    path = LOG_DIR / f"stalls-{role}-{time.monotonic_ns()}.jsonl"
+    STALL_FILES.append((role, path))
+    env["FORMY_BENCH_STALLS"] = str(path)
+    return argv or [PYTHON, "-m", "bench.traced", role]
+
+
+async def start_web(port: int, env: dict[str, str], argv: list[str] | None = None) -> Proc:
+    """`python server.py` (or `argv`: the same process run another way), ready once it answers."""
+    env = {**env, "PORT": str(port)}
+    argv = _diagnosed("web", argv, env)
+    proc = Proc("web", argv or [PYTHON, "server.py"], env)
     await wait_http(proc, f"http://127.0.0.1:{port}/healthz")
     return proc
 
 
-async def start_worker(env: dict[str, str], redis_url: str, within: float = 20.0) -> Proc:
-    """A `formy-async worker`; ready once its heartbeat key appears in Redis."""
+async def start_worker(
+    env: dict[str, str], redis_url: str, within: float = 20.0, argv: list[str] | None = None
+) -> Proc:
+    """A `formy-async worker` (or `argv`); ready once its heartbeat key appears in Redis."""
     from redis.asyncio import Redis
 
-    proc = Proc("worker", [PYTHON, "-m", "formy_async", "worker"], env)
+    env = dict(env)
+    argv = _diagnosed("worker", argv, env)
+    proc = Proc("worker", argv or [PYTHON, "-m", "formy_async", "worker"], env)
     redis = Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + within
@@ -212,19 +235,26 @@ async def running(*procs: Proc) -> AsyncIterator[None]:
             await proc.stop()
 
 
+#: the wall-clock windows rows measured in (every CpuMeter's start → stop): `--diagnose` tells
+#: the stalls inside them from those of start-up, set-up and teardown
+WINDOWS: list[tuple[float, float]] = []
+
+
 class CpuMeter:
     """CPU seconds each named process used between `start()` and `stop()`, as % of one core."""
 
     def __init__(self, pids: Mapping[str, int | None]) -> None:
         self.pids = {name: pid for name, pid in pids.items() if pid is not None}
         self.begin: dict[str, float] = {}
-        self.t0 = 0.0
+        self.t0 = self.wall0 = 0.0
 
     def start(self) -> None:
         self.t0 = time.monotonic()
+        self.wall0 = time.time()
         self.begin = {name: self._cpu(pid) for name, pid in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
+        WINDOWS.append((self.wall0, time.time()))
         elapsed = max(time.monotonic() - self.t0, 1e-9)
         return {
             name: round(100 * (self._cpu(pid) - self.begin[name]) / elapsed, 1)

@@ -19,10 +19,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import procs
+from . import procs, stalls
 from .config import Config
 from .rows_events import concurrency_row, relay_row, wscap_row
+from .rows_peers import peers_row
 from .rows_queue import pickup_row, submission_row, throughput_row
+from .rows_trace import trace_row
 from .table import render
 
 ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
@@ -32,6 +34,8 @@ ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
     "submission": submission_row,
     "concurrency": concurrency_row,
     "websockets": wscap_row,
+    "peers": peers_row,
+    "trace": trace_row,
 }
 
 
@@ -48,8 +52,31 @@ async def run_rows(cfg: Config, names: list[str]) -> dict[str, Any]:
         finally:
             await procs.stop_all()
         results[name]["seconds"] = round(time.monotonic() - t0, 1)
+        if procs.STALL_FILES:
+            results[name]["diagnostics"] = _diagnostics()
         print(f"  {name} done in {results[name]['seconds']} s", file=sys.stderr, flush=True)
     return results
+
+
+def _diagnostics() -> list[dict[str, Any]]:
+    """The stall monitor's findings in each web and worker the row ran (`--diagnose`)."""
+    out = []
+    for role, path in procs.STALL_FILES:
+        lines = (
+            [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        )
+        inside = [line for line in lines if stalls.within(line, procs.WINDOWS)]
+        out.append(
+            {
+                "process": role,
+                "file": str(path),
+                "measured": stalls.summarise(inside),
+                "whole_run": stalls.summarise(lines),
+            }
+        )
+    procs.STALL_FILES.clear()
+    procs.WINDOWS.clear()
+    return out
 
 
 def _raise_fd_limit() -> None:
@@ -74,6 +101,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results.json"))
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated: " + ",".join(ROWS))
     parser.add_argument("--reps", type=int, help="repetitions per figure (default 3, quick 1)")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="run web and worker with the GC and event-loop stall monitor (bench.stalls)",
+    )
     args = parser.parse_args()
     cfg = Config.quick() if args.quick else Config()
     if args.reps:
@@ -82,6 +114,7 @@ def main() -> None:
     unknown = [name for name in names if name not in ROWS]
     if unknown:
         parser.error(f"unknown rows: {', '.join(unknown)}")
+    procs.DIAGNOSE = args.diagnose
     _raise_fd_limit()
     t0 = time.monotonic()
     results = asyncio.run(run_rows(cfg, names))

@@ -144,6 +144,66 @@ def _websockets(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) 
         first = False
 
 
+def _both(summary: dict[str, Any] | None, key: str, digits: int = 1) -> str:
+    """`p50 / p95 ms`, each the median over runs, the p95's spread in brackets."""
+    p50, p95 = _med(summary, f"{key}_p50"), _med(summary, f"{key}_p95")
+    if math.isnan(p50):
+        return "—"
+    assert summary is not None
+    low, high = summary[f"{key}_p95"]["min"], summary[f"{key}_p95"]["max"]
+    return f"{p50:.{digits}f} / {p95:.{digits}f} ms [{low:.{digits}f}–{high:.{digits}f}]"
+
+
+def _peer_cell(summary: dict[str, Any] | None, key: str, unit: str, digits: int = 1) -> str:
+    return "—" if math.isnan(_med(summary, key)) else _cell(summary, key, unit, digits)
+
+
+def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    direct, prox, ours = r.get("direct"), r.get("proxy"), r.get("formy")
+
+    def baselines(text: Any) -> str:
+        return f"direct {text(direct)} · proxy {text(prox)}"
+
+    def ratio(key: str) -> str:
+        return _ratio(_med(ours, key), _med(prox, key), 2, "× proxy")
+
+    lines.append(("per job vs peers", "submit→prompt on ComfyUI p50/p95", _both(ours, "to_prompt"),
+                  baselines(lambda s: _both(s, "to_prompt")), ratio("to_prompt_p50"), "",
+                  ""))  # fmt: skip
+    lines.append(("", "ComfyUI done→client done p50/p95", _both(ours, "to_client"),
+                  baselines(lambda s: _both(s, "to_client")), ratio("to_client_p50"), "",
+                  ""))  # fmt: skip
+    for q in ("p50", "p95"):
+        key = f"overhead_{q}"
+        ok = _check(_med(ours, key) - _med(prox, key), lambda x: x <= 0)
+        lines.append(("", f"overhead over execution {q}", _cell(ours, key, "ms"),
+                      baselines(lambda s, k=key: _cell(s, k, "ms")), ratio(key), "≤ proxy",
+                      _verdict(ok)))  # fmt: skip
+        verdicts[f"peers_overhead_{q}_le_proxy"] = ok
+    ok = _check(_med(ours, "idle_p50") - _med(direct, "idle_p50"), lambda x: x <= 5)
+    lines.append(("", "GPU idle between prompts, backlog p50", _cell(ours, "idle_p50", "ms"),
+                  baselines(lambda s: _cell(s, "idle_p50", "ms")), ratio("idle_p50"),
+                  "≤ direct + 5 ms", _verdict(ok)))  # fmt: skip
+    verdicts["peers_gpu_idle_le_direct_plus_5ms"] = ok
+    for key, label, unit in (
+        ("cpu_ms", "CPU per job, service processes", "ms"),
+        ("idle_rss_mb", "RSS idle", "MB"),
+        ("backlog_rss_mb", "RSS peak under the backlog", "MB"),
+    ):
+        ok = _check(_med(ours, key) / _med(prox, key), lambda x: x <= 1.5)
+        lines.append(("", label, _peer_cell(ours, key, unit),
+                      baselines(lambda s, k=key, u=unit: _peer_cell(s, k, u)), ratio(key),
+                      "≤ 1.5× proxy", _verdict(ok)))  # fmt: skip
+        verdicts[f"peers_{key}_le_1_5x_proxy"] = ok
+
+
+def _trace(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    for index, step in enumerate(r.get("timeline", [])):
+        lines.append(("job trace (medians)" if index == 0 else "", step["step"],
+                      f"+{step['since_previous_ms']:.2f} ms", f"at {step['at_ms']:.2f} ms",
+                      "", "", ""))  # fmt: skip
+
+
 RENDERERS = {
     "relay": _relay,
     "pickup": _pickup,
@@ -151,6 +211,8 @@ RENDERERS = {
     "submission": _submission,
     "concurrency": _concurrency,
     "websockets": _websockets,
+    "peers": _peers,
+    "trace": _trace,
 }
 
 
