@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
-from aiohttp import web
-
+from formy_async.cli import LISTEN_ERRNOS, listen_problem, startup_problem
 from formy_async.logs import setup_logging
 from formy_async.settings import Settings
 from formy_async.web.app import create_app
+from formy_async.web.serving import serve_app
 
 
 def main() -> None:
-    settings = Settings()
-    setup_logging(settings.log_format, settings.log_level)
     try:
+        settings = Settings()
+        setup_logging(settings.log_format, settings.log_level)
         app = create_app(settings)
-    except ValueError as exc:  # no real SECRET_KEY, a broken workflow file
-        sys.exit(f"formy-async: {exc}")
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=8, print=None)
+    except ValueError as exc:  # a bad setting, no real SECRET_KEY, a broken workflow file
+        sys.exit(f"formy-async web: {startup_problem(exc)}")
+    if settings.page_user:
+        print(
+            f"formy-async web: WARNING: FORMY_PAGE_USER={settings.page_user} hands every visitor "
+            "of the page a token for that user: for development only",
+            file=sys.stderr,
+            flush=True,
+        )
+    everywhere = settings.host in ("0.0.0.0", "")
+    url = f"http://{'127.0.0.1' if everywhere else settings.host}:{settings.port}"
+    also = " (and every other address of this machine)" if everywhere else ""
+    print(f"formy-async web: serving on {url}{also}; Ctrl+C stops it", flush=True)
+    try:
+        asyncio.run(serve_app(app, settings, shutdown_timeout=8))
+    except OSError as exc:
+        if exc.errno not in LISTEN_ERRNOS:
+            raise
+        sys.exit(f"formy-async web: {listen_problem(exc, settings.host, settings.port)}; set PORT")
 
 
 if __name__ == "__main__":

@@ -4,10 +4,12 @@ FormyError                              code, message, details; `http_status` fo
 ├── BadRequest (400)                    bad_request
 │   ├── MalformedJson                   malformed_json: the body is not JSON
 │   ├── JsonTooDeep                     json_too_deep
+│   ├── NumberOutOfRange                number_out_of_range: a JSON number no field could hold
 │   ├── InvalidBody                     invalid_body: the body has the wrong shape
 │   ├── InvalidQuery                    invalid_query
 │   ├── MissingFile                     missing_file: no `file` part in an upload
 │   ├── EmptyUpload                     empty_upload
+│   ├── IdempotencyKeyInvalid           idempotency_key_invalid: empty, or over 255 characters
 │   └── InvalidParams (422)             invalid_params: params that fail the workflow's schema
 │       ├── TimeLimitTooLong            invalid_body: a time_limit over the service's maximum
 │       ├── UnknownUpload               upload_not_found: a param names no upload of the caller
@@ -20,7 +22,14 @@ FormyError                              code, message, details; `http_status` fo
 │       ├── WebhookUrlUnresolvable      webhook_url_unresolvable: DNS gives nothing
 │       ├── WebhookUrlRefused           webhook_url_refused: an address that is not public
 │       ├── CorruptImage                corrupt_image
-│       └── ImageTooLarge               image_too_large
+│       ├── ImageTooLarge               image_too_large
+│       ├── IdempotencyKeyReuse         idempotency_key_reuse: the key came with another body
+│       └── ImageUrlError               image_url_error: an image param's URL cannot be used
+│           ├── ImageUrlInvalid         image_url_invalid: its form (https:// only, no credentials)
+│           ├── ImageUrlRefused         image_url_refused: an address that is not public
+│           ├── ImageUrlUnreachable     image_url_unreachable: DNS, connection, time, HTTP status
+│           ├── ImageUrlTooLarge        image_url_too_large: more bytes than an upload may have
+│           └── ImageUrlNotAnImage      image_url_not_an_image: not a PNG, JPEG or WEBP
 ├── Unauthorized (401)                  unauthorized
 │   ├── TokenMissing                    token_missing
 │   ├── TokenInvalid                    token_invalid
@@ -37,6 +46,7 @@ FormyError                              code, message, details; `http_status` fo
 │   ├── OutputNotFound                  output_not_found
 │   ├── PreviewNotFound                 preview_not_found
 │   └── FileNotFound                    file_not_found: nothing stored under a key
+├── RequestTimeout (408)                request_timeout: the headers or body came too slowly
 ├── Conflict (409)                      conflict
 │   └── JobFinished                     job_finished: the job is already final
 ├── Gone (410)                          gone
@@ -48,6 +58,7 @@ FormyError                              code, message, details; `http_status` fo
 │   ├── RateLimited                     rate_limited: too many submissions in a minute
 │   └── TooManyJobs                     too_many_jobs: too many jobs not yet final
 ├── StorageUnavailable (503)            storage_unavailable
+├── RedisUnavailable (503)              redis_unavailable: Redis does not answer (Retry-After)
 ├── ComfyError (502)                    comfy_error: anything ComfyUI made go wrong
 │   ├── ComfyUnavailable (503)          comfy_unavailable: unreachable, 5xx, socket gone: transient
 │   ├── ComfyRejected                   comfy_rejected: 400 on POST /prompt, the graph is invalid
@@ -101,6 +112,10 @@ class JsonTooDeep(BadRequest):
     code = "json_too_deep"
 
 
+class NumberOutOfRange(BadRequest):
+    code = "number_out_of_range"
+
+
 class InvalidBody(BadRequest):
     code = "invalid_body"
 
@@ -115,6 +130,10 @@ class MissingFile(BadRequest):
 
 class EmptyUpload(BadRequest):
     code = "empty_upload"
+
+
+class IdempotencyKeyInvalid(BadRequest):
+    code = "idempotency_key_invalid"
 
 
 class InvalidParams(BadRequest):
@@ -168,6 +187,37 @@ class CorruptImage(InvalidParams):
 
 class ImageTooLarge(InvalidParams):
     code = "image_too_large"
+
+
+class IdempotencyKeyReuse(InvalidParams):
+    code = "idempotency_key_reuse"
+
+
+class ImageUrlError(InvalidParams):
+    """An image param given as a URL that could not be fetched or used; `details` names the
+    param, the URL and why."""
+
+    code = "image_url_error"
+
+
+class ImageUrlInvalid(ImageUrlError):
+    code = "image_url_invalid"
+
+
+class ImageUrlRefused(ImageUrlError):
+    code = "image_url_refused"
+
+
+class ImageUrlUnreachable(ImageUrlError):
+    code = "image_url_unreachable"
+
+
+class ImageUrlTooLarge(ImageUrlError):
+    code = "image_url_too_large"
+
+
+class ImageUrlNotAnImage(ImageUrlError):
+    code = "image_url_not_an_image"
 
 
 class Unauthorized(FormyError):
@@ -237,6 +287,11 @@ class FileNotFound(NotFound):
     code = "file_not_found"
 
 
+class RequestTimeout(FormyError):
+    code = "request_timeout"
+    http_status = 408
+
+
 class Conflict(FormyError):
     code = "conflict"
     http_status = 409
@@ -298,6 +353,17 @@ class TooManyJobs(TooManyRequests):
 class StorageUnavailable(FormyError):
     code = "storage_unavailable"
     http_status = 503
+
+
+class RedisUnavailable(FormyError):
+    """Redis does not answer (within the web process's budget): nothing was done; try again."""
+
+    code = "redis_unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 2) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
 
 
 class ComfyError(FormyError):

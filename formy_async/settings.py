@@ -191,8 +191,53 @@ class Settings(BaseSettings):
     job_ttl: int = Field(7 * 24 * 3600, gt=0, description="Seconds job records are kept.")
     ws_queue_size: int = Field(1000, ge=10, description="Events buffered per WebSocket.")
     ws_heartbeat: float = Field(25, gt=0, description="WebSocket ping interval, in seconds.")
+    ws_send_buffer: int = Field(
+        32 * 1024,
+        ge=4096,
+        le=4 * 1024 * 1024,
+        description="Bytes of a WebSocket's unsent data the kernel, and again the process, hold "
+        "before its outbox fills (Linux doubles the kernel's share).",
+    )
+    ws_send_timeout: float = Field(
+        10,
+        gt=0,
+        description="Seconds a send to a WebSocket may wait with nothing taken; then it is reset.",
+    )
+    header_timeout: float = Field(
+        20,
+        gt=0,
+        description="Seconds a request's headers may take (from connecting, or its first byte).",
+    )
+    body_timeout: float = Field(
+        120, gt=0, description="Seconds a request body (JSON, an upload) may take to arrive, whole."
+    )
     comfy_connect_timeout: float = Field(10, gt=0)
+    idempotency_ttl: int = Field(
+        24 * 3600, gt=0, description="Seconds an Idempotency-Key is remembered, per user."
+    )
+    sse_heartbeat: float = Field(
+        15, gt=0, description="Seconds between comment lines on an idle Server-Sent Events stream."
+    )
+    url_inputs_allow_http: bool = Field(
+        False, description="Let image params be http:// URLs (https:// always may)."
+    )
+    url_inputs_allow_private: bool = Field(
+        False,
+        description="Let image URLs reach loopback/private addresses (development and tests only).",
+    )
+    url_input_timeout: float = Field(
+        20, gt=0, description="Seconds fetching one image URL may take, redirects included."
+    )
+    reuse_across_users: bool = Field(
+        False,
+        description="Result reuse may hand one user the outputs of another user's identical job.",
+    )
     simulator_step_delay: float = Field(0.15, ge=0, description="Embedded simulator, per step.")
+    simulator_comfyui_version: str = Field(
+        "0.38.1",
+        pattern=r"^v?\d+(\.\d+){1,2}$",
+        description="The ComfyUI release the embedded simulator imitates: 0.3.64, or 0.25 on.",
+    )
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"

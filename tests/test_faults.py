@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -24,11 +23,11 @@ from .conftest import (
     ROOT,
     TEST_SECRET,
     StackFactory,
-    free_port,
     stack_settings,
 )
 from .helpers import CONTROL, FINAL, api_session, follow, get_json, submit
 from .proxy import TcpProxy
+from .redis_server import redis_server
 
 pytestmark = pytest.mark.redis
 
@@ -208,61 +207,10 @@ async def test_comfyui_gone_for_good_is_retried_then_fails(
     assert (events[-1]["type"], events[-1]["error"]["code"]) == ("failed", "comfy_unavailable")
 
 
-@contextlib.asynccontextmanager
-async def own_redis(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
-    """A redis-server with an append-only file, which can be restarted without losing data."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    data = tmp_path / "redis"
-    data.mkdir()
-    argv = [
-        binary,
-        "--port",
-        str(port),
-        "--bind",
-        "127.0.0.1",
-        "--dir",
-        str(data),
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "always",
-        "--save",
-        "",
-    ]
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start() -> None:
-        procs.append(await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL))
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.close()
-                return
-            await asyncio.sleep(0.05)
-
-    async def restart() -> None:
-        procs[-1].terminate()
-        await procs[-1].wait()
-        await asyncio.sleep(0.3)
-        await start()
-
-    await start()
-    try:
-        yield f"redis://127.0.0.1:{port}/0", restart
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
-
-
 async def test_redis_restart_loses_no_job_and_no_event(simulator_url: str, tmp_path: Path) -> None:
-    async with own_redis(tmp_path) as (url, restart):
+    async with redis_server(tmp_path) as redis:
         settings = stack_settings(
-            url, simulator_url, tmp_path / "s", workflows_dir=FIXTURE_WORKFLOWS
+            redis.url, simulator_url, tmp_path / "s", workflows_dir=FIXTURE_WORKFLOWS
         )
         async with running_stack(settings) as stack, api_session() as session:
             running = await submit(session, stack.url, "slow", steps=80, delay=0.05)
@@ -278,7 +226,7 @@ async def test_redis_restart_loses_no_job_and_no_event(simulator_url: str, tmp_p
                             continue
                         events.append(data)
                         if not restarted and data["type"] == "progress" and data["value"] >= 5:
-                            await restart()
+                            await redis.restart()
                             restarted = True
                         if data["type"] in FINAL:
                             break

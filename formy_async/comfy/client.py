@@ -6,12 +6,14 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import structlog
 
 from ..errors import ComfyExecutionFailed, ComfyInterrupted, ComfyRejected, ComfyUnavailable
+from ..models import without_credentials
 from .backend import BackendInfo
 from .messages import (
     ComfyMessage,
@@ -26,6 +28,17 @@ from .messages import (
 log = structlog.get_logger()
 
 _FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+
+
+@dataclass
+class PromptSocket:
+    """A WebSocket open on ComfyUI, and the client id it was opened with."""
+
+    client_id: str
+    ws: aiohttp.ClientWebSocketResponse
+
+    async def aclose(self) -> None:
+        await self.ws.close()
 
 
 def new_prompt_id() -> str:
@@ -47,6 +60,8 @@ class ComfyClient:
         reconnect_tries: int = 6,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        #: the URL without credentials: the only form errors and logs show
+        self.label = without_credentials(self.base_url)
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=request_timeout)
         self.idle_check = idle_check
@@ -66,7 +81,8 @@ class ComfyClient:
             ) as resp:
                 body = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ComfyUnavailable(f"ComfyUI at {self.base_url} is unreachable: {exc!r}") from exc
+            reason = _reason(exc)
+            raise ComfyUnavailable(f"ComfyUI at {self.label} is unreachable: {reason}") from exc
         if resp.status >= 500:
             raise ComfyUnavailable(
                 f"ComfyUI answered {method} {path} with {resp.status}: {body[:200]!r}"
@@ -190,6 +206,12 @@ class ComfyClient:
         folder = answer.get("subfolder") or ""
         return f"{folder}/{answer['name']}" if folder else str(answer["name"])
 
+    async def has_input(self, name: str) -> bool:
+        """Whether ComfyUI's input folder holds a file of this name (`HEAD /view`, no body)."""
+        params = {"filename": name, "type": "input"}
+        status, _ = await self._call("HEAD", "/view", params=params)
+        return status == 200
+
     async def models(self, folder: str) -> list[str]:
         """File names ComfyUI lists in a model folder (`checkpoints`, `loras`, …)."""
         status, body = await self._call("GET", f"/models/{folder}")
@@ -217,7 +239,9 @@ class ComfyClient:
             )
             await ws.send_str(_FEATURE_FLAGS)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ComfyUnavailable(f"ComfyUI WebSocket at {url} is unreachable: {exc!r}") from exc
+            raise ComfyUnavailable(
+                f"ComfyUI's WebSocket at {self.label} is unreachable: {_reason(exc)}"
+            ) from exc
         return ws
 
     async def _reconnect(
@@ -238,15 +262,23 @@ class ComfyClient:
                 delay = min(delay * 2, 5)
         raise AssertionError("unreachable")
 
-    async def run(self, graph: dict[str, Any], prompt_id: str) -> AsyncIterator[ComfyMessage]:
+    async def open_socket(self) -> PromptSocket:
+        """A WebSocket of a client id of its own, for one prompt (see `run`)."""
+        client_id = uuid.uuid4().hex
+        return PromptSocket(client_id, await self._connect(client_id))
+
+    async def run(
+        self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket | None = None
+    ) -> AsyncIterator[ComfyMessage]:
         """Queue the graph and yield this prompt's messages until ComfyUI is done with it.
 
-        The socket opens before the prompt is queued so that nothing is missed; when it drops,
-        it reconnects and asks /history whether the prompt finished meanwhile. Read the outcome
-        with `result()` afterwards.
+        The socket opens before the prompt is queued so that nothing is missed (`socket`, when
+        it was opened ahead, while the inputs were uploaded); when it drops, it reconnects and
+        asks ComfyUI whether the prompt finished meanwhile. The socket is closed at the end.
+        Read the outcome with `result()` afterwards.
         """
-        client_id = uuid.uuid4().hex
-        ws = await self._connect(client_id)
+        socket = socket if socket is not None else await self.open_socket()
+        client_id, ws = socket.client_id, socket.ws
         try:
             await self.queue_prompt(graph, client_id=client_id, prompt_id=prompt_id)
             while True:
@@ -321,6 +353,18 @@ class ComfyClient:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without the request's URL (aiohttp puts it, credentials and all, into
+    some of its errors)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"HTTP {exc.status} {exc.message}"
+    return type(exc).__name__
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
@@ -347,4 +391,4 @@ def _rejection_message(answer: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["ComfyClient", "PreviewImage", "new_prompt_id"]
+__all__ = ["ComfyClient", "PreviewImage", "PromptSocket", "new_prompt_id"]

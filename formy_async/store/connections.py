@@ -38,16 +38,38 @@ def _retry() -> Retry:
     return Retry(ExponentialBackoff(cap=1, base=0.05), retries=30)
 
 
-def redis_from_settings(settings: Settings) -> Redis:
-    """A client for the configured Redis that rides out short outages by retrying."""
+#: the most a request of the web process waits for one Redis command before it answers 503: a
+#: browser or client must hear at once that the service cannot serve it, not after retries
+WEB_REDIS_TIMEOUT = 1.5
+#: how long after a request sends a write that write may still take effect; later, it does
+#: nothing (see JobStore), so that a request answered 503 is never carried out afterwards. The
+#: rest of WEB_REDIS_TIMEOUT is room for the reply of a write that was done.
+WEB_WRITE_WINDOW = 1.0
+
+
+def _brief_retry() -> Retry:
+    # ~0.05 + 0.1 + 0.2 s: a dropped connection is reopened, an outage is reported
+    return Retry(ExponentialBackoff(cap=0.2, base=0.05), retries=3)
+
+
+def redis_from_settings(settings: Settings, *, patient: bool = True) -> Redis:
+    """A client for the configured Redis.
+
+    A patient one (the worker's) rides out outages of up to about 25 s by retrying; the web
+    process's gives up within WEB_REDIS_TIMEOUT, so that a request during an outage answers
+    `503 redis_unavailable` at once.
+    """
     options: dict[str, Any] = {}
     if settings.redis_url.scheme == "rediss" and settings.redis_ssl_cert_reqs == "none":
         options["ssl_cert_reqs"] = "none"
+    if not patient:
+        options["socket_timeout"] = WEB_REDIS_TIMEOUT
     client: Redis = Redis.from_url(
         str(settings.redis_url),
-        retry=_retry(),
-        retry_on_error=list(RETRY_ON),
-        socket_connect_timeout=5,
+        retry=_retry() if patient else _brief_retry(),
+        # a command that timed out is not sent again by the impatient: that is the outage
+        retry_on_error=list(RETRY_ON) if patient else [RedisConnectionError, OSError],
+        socket_connect_timeout=5 if patient else 0.5,
         health_check_interval=15,
         **options,
     )

@@ -132,22 +132,25 @@ class EventHub:
                 delay = 0.1
 
     async def _listen(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        # Subscription confirmations are kept: redis-py reconnects and subscribes again inside
+        # get_message by itself, and its confirmation is the only sign that events published
+        # meanwhile were missed (they are in the logs: sinks catch up from there).
+        pubsub = self.redis.pubsub()
         try:
             await pubsub.psubscribe(keys.EVENTS_PATTERN)
-            if not self._ready.is_set():
-                self._ready.set()
-                # events published while we were away are in the logs: let sinks catch up
-                self._resync()
             while True:
                 message: Any = await pubsub.get_message(timeout=30)
-                if message is None or message["type"] != "pmessage":
+                if message is None:
                     continue
-                channel, data = message["channel"], message["data"]
-                self.deliver(
-                    channel.decode() if isinstance(channel, bytes) else channel,
-                    data.decode() if isinstance(data, bytes) else data,
-                )
+                if message["type"] == "psubscribe":
+                    self._ready.set()
+                    self._resync()
+                elif message["type"] == "pmessage":
+                    channel, data = message["channel"], message["data"]
+                    self.deliver(
+                        channel.decode() if isinstance(channel, bytes) else channel,
+                        data.decode() if isinstance(data, bytes) else data,
+                    )
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -33,8 +33,8 @@ class Lifecycle:
     def __init__(self, store: JobStore) -> None:
         self.store = store
 
-    async def _record(self, job: Job, event: Event) -> bool:
-        return await self.store.append(job, event) > 0
+    async def _record(self, job: Job, event: Event, deadline: float | None = None) -> bool:
+        return await self.store.append(job, event, deadline=deadline) > 0
 
     async def start(self, job: Job, prompt_id: str) -> bool:
         """A new attempt queued its prompt on ComfyUI; it lists its own outputs only."""
@@ -79,9 +79,11 @@ class Lifecycle:
         job.error = JobError(code=error.code, message=error.message, details=error.details)
         return await self._record(job, Failed(job_id=job.id, error=job.error))
 
-    async def cancel(self, job: Job) -> bool:
+    async def cancel(self, job: Job, *, deadline: float | None = None) -> bool:
+        """Cancelled (a pending job by its owner, a running one by its worker); not at all if
+        it reaches Redis after `deadline` (see JobStore.create)."""
         job.status, job.finished_at = "cancelled", now()
-        return await self._record(job, Cancelled(job_id=job.id))
+        return await self._record(job, Cancelled(job_id=job.id), deadline)
 
     async def retry(self, job: Job, error: FormyError, *, max_attempts: int) -> float | None:
         """This attempt hit a transient fault; the delay before the next one (None: the job was

@@ -1,10 +1,11 @@
-"""Signals to workers over Redis pub/sub: cancel requests, and wake-ups when a job is queued."""
+"""Signals to workers over Redis pub/sub: cancel requests, wake-ups when a job is queued, and
+slots freed on a ComfyUI backend."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 from redis.asyncio import Redis
@@ -16,6 +17,8 @@ from . import keys
 log = structlog.get_logger()
 
 _WAKE = (keys.WAKE_CHANNEL, keys.WAKE_CHANNEL.encode())
+_SLOTS = (keys.SLOTS_CHANNEL, keys.SLOTS_CHANNEL.encode())
+_CHANNELS = (keys.CANCEL_CHANNEL, keys.WAKE_CHANNEL, keys.SLOTS_CHANNEL)
 
 
 async def request_cancel(redis: Redis, job_id: str, ttl: int) -> None:
@@ -25,14 +28,22 @@ async def request_cancel(redis: Redis, job_id: str, ttl: int) -> None:
 
 
 class WorkerSignals:
-    """A worker process's one subscription: cancel requests, fanned out to its running jobs,
-    and wake-ups, which set `wake` (the worker's poll loop waits on it between polls)."""
+    """A worker process's one subscription: cancel requests, fanned out to its running jobs;
+    wake-ups, which set `wake` (the worker's poll loop waits on it between polls); and freed
+    slots, which call `on_slot_freed` (the pool's next job in line tries)."""
 
     def __init__(self, redis: Redis, wake: asyncio.Event | None = None) -> None:
         self.redis = redis
         self.wake = wake if wake is not None else asyncio.Event()
+        #: called when a slot is freed on a backend (by this process or another)
+        self.on_slot_freed: Callable[[], None] = _nothing
         self.waiting: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def wait_subscribed(self) -> None:
+        """Until the subscription is confirmed (signals sent before may arrive as keys only)."""
+        await self._subscribed.wait()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="worker-signals")
@@ -57,24 +68,22 @@ class WorkerSignals:
     async def _run(self) -> None:
         delay = 0.1
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            # confirmations are kept: redis-py resubscribes by itself after a reconnection, and
+            # its confirmation is the only sign that signals sent meanwhile were missed
+            pubsub = self.redis.pubsub()
             try:
-                await pubsub.subscribe(keys.CANCEL_CHANNEL, keys.WAKE_CHANNEL)
-                delay = 0.1
-                self.wake.set()  # jobs queued while we were not listening are in the queue
-                # requests made while we were not listening are in their keys
-                for job_id, event in list(self.waiting.items()):
-                    if await self.redis.exists(keys.job_cancel(job_id)):
-                        event.set()
+                await pubsub.subscribe(*_CHANNELS)
                 while True:
                     message = await pubsub.get_message(timeout=30)
-                    if message is None or message["type"] != "message":
+                    if message is None:
                         continue
-                    if message["channel"] in _WAKE:
-                        self.wake.set()
-                    else:
-                        data = message["data"]
-                        self._signal(data.decode() if isinstance(data, bytes) else str(data))
+                    # one confirmation per channel, the last counting them all
+                    if message["type"] == "subscribe" and message["data"] == len(_CHANNELS):
+                        delay = 0.1
+                        await self._catch_up()
+                        self._subscribed.set()
+                    elif message["type"] == "message":
+                        self._dispatch(message["channel"], message["data"])
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("worker_signals_disconnected", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
@@ -83,7 +92,28 @@ class WorkerSignals:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    async def _catch_up(self) -> None:
+        """What was sent while we were not listening: queued jobs are in the queue, cancel
+        requests in their keys."""
+        self.wake.set()
+        self.on_slot_freed()
+        for job_id, event in list(self.waiting.items()):
+            if await self.redis.exists(keys.job_cancel(job_id)):
+                event.set()
+
+    def _dispatch(self, channel: bytes | str, data: bytes | str) -> None:
+        if channel in _WAKE:
+            self.wake.set()
+        elif channel in _SLOTS:
+            self.on_slot_freed()
+        else:
+            self._signal(data.decode() if isinstance(data, bytes) else str(data))
+
     def _signal(self, job_id: str) -> None:
         event = self.waiting.get(job_id)
         if event is not None:
             event.set()
+
+
+def _nothing() -> None:
+    pass

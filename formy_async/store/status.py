@@ -78,7 +78,7 @@ class ServiceStatus:
         return {
             "jobs": {**await self.jobs.unfinished_counts(), "finished": finished},
             "workers": [beat.model_dump() for beat in await self.workers()],
-            "backends": {s.url: await self.slots.running(s.url) for s in self.backends},
+            "backends": {s.label: await self.slots.running(s.url) for s in self.backends},
         }
 
 

@@ -8,8 +8,10 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import FormyError, RangeNotSatisfiable, TooManyRequests
+from ..errors import FormyError, RangeNotSatisfiable, RedisUnavailable, TooManyRequests
 
 log = structlog.get_logger()
 
@@ -23,28 +25,41 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
     return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
 
 
+def formy_error_response(exc: FormyError) -> web.Response:
+    headers = {}
+    if isinstance(exc, TooManyRequests | RedisUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
+        headers["Content-Range"] = f"bytes */{exc.size}"
+    return web.json_response({"error": exc.to_dict()}, status=exc.http_status, headers=headers)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except FormyError as exc:
-        headers = {}
-        if isinstance(exc, TooManyRequests):
-            headers["Retry-After"] = str(exc.retry_after)
-        elif isinstance(exc, RangeNotSatisfiable) and exc.size is not None:
-            headers["Content-Range"] = f"bytes */{exc.size}"
-        return web.json_response({"error": exc.to_dict()}, status=exc.http_status, headers=headers)
+        return formy_error_response(exc)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        # the web's Redis client gives up fast (see connections): say so at once
+        log.warning("redis_unavailable", method=request.method, path=request.path, error=str(exc))
+        return formy_error_response(
+            RedisUnavailable("the service's Redis does not answer; nothing was done: try again")
+        )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
             exc.status, "http_error"
         )
-        return error_response(
+        response = error_response(
             exc.status,
             code,
             exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}",
         )
+        if "Allow" in exc.headers:  # a 405 says which methods the route takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled_error", method=request.method, path=request.path)
         return error_response(500, "internal_error", "the server failed to handle this request")

@@ -34,7 +34,7 @@ async def backends(request: web.Request) -> web.Response:
             queue = None  # it does not answer
         found.append(
             {
-                "url": spec.url,
+                "url": spec.label,
                 "healthy": state.healthy,
                 "capacity": spec.capacity,
                 "labels": sorted(spec.labels),

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
-from ..errors import EmptyUpload, MissingFile, UploadNotFound, UploadTooLarge
-from ..images import check_upload
+from ..errors import EmptyUpload, InvalidBody, MissingFile, UploadNotFound, UploadTooLarge
+from ..images import CheckedImage, check_upload
 from ..models import Upload
 from ..storage import input_key
+from .bodies import body_deadline
 from .context import SETTINGS, STORAGE, UPLOADS
 from .security import caller, may_see, signer
 
@@ -24,7 +27,17 @@ async def _read_file_part(request: web.Request, limit: int) -> bytes:
         raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
     if not request.content_type.startswith("multipart/"):
         raise MissingFile("send multipart/form-data with the image in a field named `file`")
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError:  # no boundary in the Content-Type: there are no parts to read
+        raise MissingFile("the multipart/form-data Content-Type names no boundary") from None
+    try:
+        return await _file_part(reader, limit)
+    except BadHttpMessage as exc:  # a part's headers that are not HTTP headers
+        raise InvalidBody(f"the multipart body is malformed: {exc.message}") from None
+
+
+async def _file_part(reader: MultipartReader, limit: int) -> bytes:
     async for part in reader:
         if not isinstance(part, BodyPartReader) or part.name != "file":
             continue
@@ -43,8 +56,19 @@ async def _read_file_part(request: web.Request, limit: int) -> bytes:
 async def create_upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     user = caller(request).user
-    data = await _read_file_part(request, settings.upload_max_bytes)
+    async with body_deadline(request):
+        data = await _read_file_part(request, settings.upload_max_bytes)
     image = await check_upload(data, settings.upload_max_pixels)
+    upload = await store_upload(request.app, user, image)
+    return web.json_response(
+        upload.view(signer(request.app)), status=201, headers={"Location": upload.url}
+    )
+
+
+async def store_upload(
+    app: web.Application, user: str, image: CheckedImage, *, source_url: str | None = None
+) -> Upload:
+    """Store a checked image as an upload of `user` (what a job param names by its id)."""
     upload = Upload(
         id=uuid.uuid4().hex,
         user=user,
@@ -53,12 +77,12 @@ async def create_upload(request: web.Request) -> web.Response:
         width=image.width,
         height=image.height,
         size=len(image.data),
+        sha256=hashlib.sha256(image.data).hexdigest(),
+        source_url=source_url,
     )
-    await request.app[STORAGE].put(input_key(upload.id), image.data, upload.content_type)
-    await request.app[UPLOADS].put(upload)
-    return web.json_response(
-        upload.view(signer(request.app)), status=201, headers={"Location": upload.url}
-    )
+    await app[STORAGE].put(input_key(upload.id), image.data, upload.content_type)
+    await app[UPLOADS].put(upload)
+    return upload
 
 
 async def get_upload_record(request: web.Request, upload_id: str) -> Upload:

@@ -13,15 +13,18 @@ from typing import Any
 import structlog
 from aiohttp import WSMessage, WSMsgType, web
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..auth import Identity, bearer
-from ..errors import OriginNotAllowed, TokenMissing, Unauthorized
+from ..errors import OriginNotAllowed, RedisUnavailable, TokenMissing, Unauthorized
 from ..models import CLIENT_MESSAGE_ADAPTER, Authenticate, Subscribe, Unsubscribe
 from ..store.hub import RESYNC, EventHub, event_ts
 from ..store.jobs import JobStore
 from .context import HUB, METRICS, SETTINGS, SOCKETS, STORE, TOKENS
 from .instruments import WebMetrics
 from .security import origin_allowed
+from .transport import bound_unsent, reset
 
 log = structlog.get_logger()
 
@@ -37,6 +40,11 @@ class Connection:
     writes to the socket: the writer task, or the handler while it sends a new subscription's
     log.
 
+    A client that stops reading costs a bounded amount: what its socket takes before a send
+    waits is bounded (`bound_unsent`), then the outbox fills and overflows; and a send that
+    waits `send_timeout` seconds with nothing taken resets the socket (a timer, not a task,
+    and only while a send may wait).
+
     Every job's events reach the socket in seq order, each exactly once: live events are
     deduplicated by seq, and a gap (a missed publish, a late subscription) is filled from the
     job's event log before the live event is sent.
@@ -48,9 +56,14 @@ class Connection:
         "metrics",
         "outbox",
         "overflowed",
+        "send_timeout",
         "sending",
+        "sends",
         "size",
+        "stall",
+        "steady_at",
         "store",
+        "transport",
         "writer",
         "ws",
     )
@@ -62,8 +75,16 @@ class Connection:
         store: JobStore,
         size: int,
         metrics: WebMetrics | None = None,
+        *,
+        send_timeout: float = 10.0,
+        transport: asyncio.Transport | None = None,
     ):
         self.ws = ws
+        self.transport = transport  # aborted when a send stalls (None: there is none to abort)
+        self.send_timeout = send_timeout
+        self.sends = 0  # sends under way
+        self.steady_at = 0.0  # while the stall check runs: when it began, or a send last ended
+        self.stall: asyncio.TimerHandle | None = None
         self.metrics = metrics
         self.hub = hub
         self.store = store
@@ -162,9 +183,12 @@ class Connection:
 
     async def send_control(self, type_: str, **fields: Any) -> None:
         with contextlib.suppress(ConnectionError):
-            await self.ws.send_str(json.dumps({"type": type_, **fields}))
+            await self._write(json.dumps({"type": type_, **fields}))
 
     async def aclose(self) -> None:
+        if self.stall is not None:
+            self.stall.cancel()
+            self.stall = None
         for job_id in list(self.last_seq):
             self.unsubscribe(job_id)
         if self.writer is not None:
@@ -197,13 +221,14 @@ class Connection:
         if seq == _SYNC or seq > last + 1:
             missed = await self._read_log(job_id, last, -1 if seq == _SYNC else seq - 1)
             await self._send_log(job_id, missed)
-            if seq == _SYNC:
-                return
-        await self.ws.send_str(raw)
+            if seq == _SYNC or job_id not in self.last_seq:
+                return  # or it was dropped (an overflow) while the gap was filled
+        # counted as sent before the send waits: the frame is handed to the socket at once,
+        # and an overflow meanwhile must not tell the client to ask for it again
+        self.last_seq[job_id] = seq
+        await self._write(raw)
         if self.metrics is not None:
             self.metrics.event_sent(event_ts(raw))
-        if job_id in self.last_seq:
-            self.last_seq[job_id] = seq
 
     async def _read_log(self, job_id: str, after: int, until: int) -> list[str]:
         async with self.hub.reads:
@@ -212,11 +237,55 @@ class Connection:
     async def _send_log(self, job_id: str, events: list[str]) -> None:
         """Send events read from the log, which follow the last seq sent when it was read."""
         for raw in events:
-            if job_id not in self.last_seq:
+            if job_id not in self.last_seq:  # dropped (an overflow) while we sent
                 return
-            await self.ws.send_str(raw)
-            if job_id in self.last_seq:  # it may have been dropped while we sent
-                self.last_seq[job_id] += 1
+            self.last_seq[job_id] += 1  # counted before the send waits, as in `_send`
+            await self._write(raw)
+
+    # --- every send, and the check that the client takes them -------------------------------
+
+    async def _write(self, data: str) -> None:
+        if self.stall is None and self._may_wait(data):
+            self.steady_at = time.monotonic()
+            loop = asyncio.get_running_loop()
+            self.stall = loop.call_later(self.send_timeout, self._check_stall)
+        self.sends += 1
+        try:
+            await self.ws.send_str(data)
+        finally:
+            self.sends -= 1
+        if self.stall is not None:
+            self.steady_at = time.monotonic()
+
+    def _may_wait(self, data: str) -> bool:
+        """Whether this send may wait for the client, so the stall check must run.
+
+        Only then: a timer per send would be 10,000 of them when as many sockets subscribe.
+        A send waits when the transport's buffer is full; it buffers only what the kernel did
+        not take, so an empty one means the client keeps up (unless this message alone fills it).
+        """
+        if self.transport is None:
+            return False  # the client is gone: the send fails at once
+        if self.transport.get_write_buffer_size():
+            return True
+        return len(data) >= self.transport.get_write_buffer_limits()[1]
+
+    def _check_stall(self) -> None:
+        """Reset the socket if a send has waited send_timeout with nothing taken meanwhile.
+
+        The timer lives while sends may wait; the next send that may wait starts it again.
+        """
+        self.stall = None
+        if self.sends == 0:
+            return
+        waited = time.monotonic() - self.steady_at
+        if waited < self.send_timeout:
+            loop = asyncio.get_running_loop()
+            self.stall = loop.call_later(self.send_timeout - waited, self._check_stall)
+            return
+        log.info("ws_send_timeout", waited=round(waited, 1), subscriptions=len(self.last_seq))
+        if self.transport is not None:
+            reset(self.transport)
 
 
 #: close codes a browser sees: the token is missing, invalid or has expired
@@ -233,19 +302,33 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if not origin_allowed(request):
         raise OriginNotAllowed("this origin may not open the WebSocket")
     settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, compress=False, max_msg_size=65536)
+    ws = web.WebSocketResponse(
+        heartbeat=settings.ws_heartbeat,
+        compress=False,
+        max_msg_size=65536,
+        writer_limit=settings.ws_send_buffer,  # how often a send checks the transport is not full
+    )
     await ws.prepare(request)
+    bound_unsent(request.transport, settings.ws_send_buffer)
     request.app[SOCKETS].add(ws)
     identity = await _authenticate(request, ws)
     if identity is None:
         return ws
     metrics = request.app[METRICS]
-    conn = Connection(ws, request.app[HUB], request.app[STORE], settings.ws_queue_size, metrics)
+    conn = _connection(request, ws)
     expiry = _close_at_expiry(ws, identity)
     metrics.connection_opened()
     try:
         async for msg in ws:
-            await _action(conn, msg, identity)
+            try:
+                await _action(conn, msg, identity)
+            except (RedisConnectionError, RedisTimeoutError):
+                await conn.send_error(
+                    RedisUnavailable.code, "the service's Redis does not answer: try again shortly"
+                )
+            except Exception:  # past the upgrade, the error middleware would write an HTTP 500
+                log.exception("ws_message_failed", user=identity.user)
+                await conn.send_error("internal_error", "the server failed to handle the message")
             del msg  # or the last message stays referenced for as long as the socket idles
     finally:
         metrics.connection_closed()
@@ -253,6 +336,19 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             expiry.cancel()
         await conn.aclose()
     return ws
+
+
+def _connection(request: web.Request, ws: web.WebSocketResponse) -> Connection:
+    settings = request.app[SETTINGS]
+    return Connection(
+        ws,
+        request.app[HUB],
+        request.app[STORE],
+        settings.ws_queue_size,
+        request.app[METRICS],
+        send_timeout=settings.ws_send_timeout,
+        transport=request.transport,
+    )
 
 
 def _action(conn: Connection, msg: WSMessage, identity: Identity) -> Awaitable[None]:

@@ -150,6 +150,73 @@ async def test_slow_reader_overflows_without_blocking_the_relay(store: JobStore)
     slow.gate.set()
     await _settle()
     overflow = [m for m in slow.sent if m["type"] == "overflow"]
-    assert overflow and overflow[0]["last_seq"] == {"j": 0}
+    received = [m["seq"] for m in slow.sent if "seq" in m]  # what was in flight when it filled
+    assert overflow and overflow[0]["last_seq"] == {"j": received[-1]}  # none of it sent twice
     await slow_conn.aclose()
     await fast_conn.aclose()
+
+
+class FakeTransport:
+    """Stands in for the transport of a client that is behind (it always holds unsent bytes);
+    records the abort a stalled send ends in."""
+
+    def __init__(self) -> None:
+        self.aborted = asyncio.Event()
+
+    def get_write_buffer_size(self) -> int:
+        return 1
+
+    def get_extra_info(self, name: str) -> None:
+        return None
+
+    def abort(self) -> None:
+        self.aborted.set()
+
+
+class SlowSocket(FakeSocket):
+    """A client that reads, but takes `delay` seconds over each message."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def send_str(self, data: str) -> None:
+        await asyncio.sleep(self.delay)
+        await super().send_str(data)
+
+
+def _connection(ws: FakeSocket, store: JobStore, transport: FakeTransport) -> Connection:
+    return Connection(
+        ws,  # type: ignore[arg-type]
+        EventHub(store.redis),
+        store,
+        size=100,
+        send_timeout=0.3,
+        transport=transport,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_send_the_client_takes_nothing_of_resets_the_socket(store: JobStore) -> None:
+    raw = await _job_with_events(store, 1)
+    transport = FakeTransport()
+    conn = _connection(FakeSocket(open_=False), store, transport)
+    conn.last_seq["j"] = 0
+    conn.push("j", 1, raw[0])
+    async with asyncio.timeout(5):
+        await transport.aborted.wait()
+    await conn.aclose()
+
+
+async def test_a_client_that_reads_slowly_but_steadily_is_not_reset(store: JobStore) -> None:
+    raw = await _job_with_events(store, 1)
+    transport, ws = FakeTransport(), SlowSocket(delay=0.1)
+    conn = _connection(ws, store, transport)
+    conn.last_seq["j"] = 0
+    for seq in range(1, 11):  # 1 s of sending in all: three times the send timeout
+        conn.push("j", seq, raw[0].replace('"seq":1,', f'"seq":{seq},'))
+    writer = conn.writer
+    assert writer is not None
+    async with asyncio.timeout(5):
+        await writer  # it sends all ten, then ends
+    assert (len(ws.sent), transport.aborted.is_set()) == (10, False)
+    await conn.aclose()
