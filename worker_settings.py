@@ -3,7 +3,11 @@ without its supervisor); arq takes the keyword arguments of its Worker as a mapp
 
 from __future__ import annotations
 
+from formy_async.cli import startup_problem
 from formy_async.settings import Settings
 from formy_async.worker.settings import worker_kwargs
 
-WorkerSettings = worker_kwargs(Settings())
+try:
+    WorkerSettings = worker_kwargs(Settings())
+except ValueError as exc:  # a bad setting, no real SECRET_KEY, a broken workflow file: one line
+    raise SystemExit(f"formy-async worker: {startup_problem(exc)}") from None

@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import aiohttp
+import structlog
 from PIL import Image, ImageDraw
 
 from formy_async.embedded import Stack
 from formy_async.workflows import Catalogue
 
 from .conftest import ROOT
-from .helpers import api_session, follow, submit
+from .helpers import api_session, follow, submit, upload_image
 
 # saturated enough to stay recognisable under a 0.35-denoise blend with any generated pattern
 RED, GREEN, BLUE, MAGENTA = (230, 30, 30), (20, 220, 30), (20, 30, 230), (230, 20, 210)
@@ -25,28 +25,13 @@ EDIT_WORKFLOWS = {
 }
 
 
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
-
-
-async def _upload(session: aiohttp.ClientSession, stack: Stack, image: Image.Image) -> str:
-    form = aiohttp.FormData()
-    form.add_field("file", _png(image), filename="in.png", content_type="image/png")
-    async with session.post(f"{stack.url}/api/uploads", data=form) as r:
-        body: dict[str, Any] = await r.json()
-        assert r.status == 201, body
-        return str(body["id"])
-
-
 async def _run(
     stack: Stack, workflow: str, images: dict[str, Image.Image], **params: Any
 ) -> Image.Image:
     """Upload `images` as the workflow's image params, run it, and fetch its one output."""
     async with api_session() as session:
         for name, image in images.items():
-            params[name] = await _upload(session, stack, image)
+            params[name] = await upload_image(session, stack.url, image)
         job = await submit(session, stack.url, workflow, **params)
         events = await follow(session, stack.url, job["id"])
         assert events[-1]["type"] == "done", events[-1]
@@ -132,7 +117,7 @@ async def test_pose_change_follows_the_pose_skeleton(stack: Stack) -> None:
 
 async def test_unknown_controlnet_is_refused_at_submission(stack: Stack) -> None:
     async with api_session() as session:
-        image = await _upload(session, stack, Image.new("RGB", (64, 64), RED))
+        image = await upload_image(session, stack.url, Image.new("RGB", (64, 64), RED))
         params = {"image": image, "pose": image, "controlnet": "nope.pth"}
         async with session.post(
             f"{stack.url}/api/jobs", json={"workflow": "pose_change", "params": params}
@@ -140,3 +125,15 @@ async def test_unknown_controlnet_is_refused_at_submission(stack: Stack) -> None
             body = await r.json()
     assert (r.status, body["error"]["code"]) == (422, "model_not_found")
     assert "control_v11p_sd15_openpose.pth" in body["error"]["details"][0]["available"]
+
+
+async def test_an_input_comfyui_already_holds_is_not_uploaded_again(stack: Stack) -> None:
+    source = Image.new("RGB", (64, 48), RED)
+    with structlog.testing.capture_logs() as logs:
+        async with api_session() as session:
+            image = await upload_image(session, stack.url, source)
+            for scale in (2, 3):
+                job = await submit(session, stack.url, "upscale", image=image, scale=scale)
+                assert (await follow(session, stack.url, job["id"]))[-1]["type"] == "done"
+    uploads = [e for e in logs if e["event"] == "image_uploaded"]
+    assert len(uploads) == 1  # the second job found the same bytes under the same name

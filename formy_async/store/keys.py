@@ -60,6 +60,9 @@ def upload(upload_id: str) -> str:
 #: workers subscribe here to hear about cancelled jobs at once
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 
+#: published when a ComfyUI slot is freed (or a backend is back): waiting jobs try at once
+SLOTS_CHANNEL = f"{PREFIX}:slots"
+
 #: published when a job is queued, so that idle workers take it at once instead of at their
 #: next poll
 WAKE_CHANNEL = f"{PREFIX}:wake"
@@ -145,3 +148,25 @@ def backend_failures(url: str) -> str:
 def backend_error(url: str) -> str:
     """The last error a backend gave."""
     return f"{PREFIX}:backend:{url}:error"
+
+
+def idempotency(user: str, key_digest: str) -> str:
+    """`<body digest> <job id>` of the job one user's Idempotency-Key created (24 h)."""
+    return f"{PREFIX}:idem:{user}:{key_digest}"
+
+
+def reuse_leader(scope: str, fingerprint: str) -> str:
+    """The id of the latest job that runs (or ran) one request: what identical ones reuse.
+
+    `scope` is the user, or `*` where reuse crosses users."""
+    return f"{PREFIX}:reuse:{scope}:{fingerprint}"
+
+
+def reuse_followers(leader_id: str) -> str:
+    """Set of the jobs waiting for a running job's outputs instead of running themselves."""
+    return f"{PREFIX}:job:{leader_id}:followers"
+
+
+#: sorted set of the running jobs that others follow (by when the first one began to): what
+#: every web process sweeps, so that followers finish even if the process that took them stops
+REUSE_FOLLOWING = f"{PREFIX}:reuse:following"

@@ -119,7 +119,11 @@ class Slots:
         return granted - 1 if granted else None
 
     async def release(self, url: str, job_id: str) -> None:
-        await self.redis.zrem(keys.backend_slots(url), job_id)
+        """Free the job's slot, and tell the waiting jobs of every process."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.backend_slots(url), job_id)
+            pipe.publish(keys.SLOTS_CHANNEL, url)
+            await pipe.execute()
 
     async def leave_line(self, job_id: str) -> None:
         await self.redis.zrem(keys.POOL_WAITING, job_id)
@@ -149,6 +153,7 @@ class Slots:
         if not await self.redis.exists(keys.backend_failures(url)):
             return False
         await self.redis.delete(keys.backend_down(url), keys.backend_failures(url))
+        await self.redis.publish(keys.SLOTS_CHANNEL, url)
         return True
 
     async def is_down(self, url: str) -> bool:

@@ -47,9 +47,8 @@ class BackendPool:
         self.lease = lease
         self.probe_interval = probe_interval
         self.held: dict[str, str] = {}  # job id → backend url
-        # set (and replaced) whenever this process frees a slot, so its waiters try at once;
-        # releases by other processes are found by polling
-        self._released = asyncio.Event()
+        # the jobs of this process waiting for a slot: their place in line, and what wakes them
+        self._waiting: dict[str, tuple[int, asyncio.Event]] = {}
         self.slots = Slots(redis, lease=lease)
         self._task: asyncio.Task[None] | None = None
 
@@ -57,7 +56,7 @@ class BackendPool:
         """Probe every backend once, say plainly if none answers, then keep them checked."""
         with contextlib.suppress(RedisError):
             await asyncio.gather(*(self._probe(spec) for spec in self.specs))
-            down = [s.url for s in self.specs if await self.slots.is_down(s.url)]
+            down = [s.label for s in self.specs if await self.slots.is_down(s.url)]
             if len(down) == len(self.specs):
                 log.error(
                     "no_comfyui_backend_answers",
@@ -83,8 +82,7 @@ class BackendPool:
 
     async def try_acquire(self, job: Job) -> BackendSpec | None:
         specs = await self.preference(job)
-        order = int(job.created_at * 1000) + OFFSET_MS.get(job.priority, 0)
-        granted = await self.slots.acquire(job.id, order, specs)
+        granted = await self.slots.acquire(job.id, line_order(job), specs)
         if granted is None:
             return None
         spec = specs[granted]
@@ -94,36 +92,41 @@ class BackendPool:
     @contextlib.asynccontextmanager
     async def slot(self, job: Job, give_up: asyncio.Event) -> AsyncIterator[BackendSpec | None]:
         """Wait for a slot (None if `give_up` is set first); hold it while the block runs."""
-        spec = None
-        delay = 0.02
-        while spec is None and not give_up.is_set():
-            spec = await self.try_acquire(job)
-            if spec is None:
-                await self._wait_for_release(give_up, delay)
-                delay = min(delay * 1.5, 0.2)
+        spec = await self._wait_for_slot(job, give_up)
         try:
             yield spec
         finally:
             if spec is not None:
                 self.held.pop(job.id, None)
                 with contextlib.suppress(RedisError):
-                    await self.slots.release(spec.url, job.id)
-                self._released.set()
-                self._released = asyncio.Event()
+                    await self.slots.release(spec.url, job.id)  # tells every process
+                self.slot_freed()
             else:
                 with contextlib.suppress(RedisError):
                     await self.slots.leave_line(job.id)
 
-    async def _wait_for_release(self, give_up: asyncio.Event, at_most: float) -> None:
-        waits = {
-            asyncio.ensure_future(give_up.wait()),
-            asyncio.ensure_future(self._released.wait()),
-        }
+    def slot_freed(self) -> None:
+        """A slot was freed, here or in another process: this process's first job in line tries
+        (one script per freed slot, not one per waiting job)."""
+        if self._waiting:
+            first = min(self._waiting.values(), key=lambda waiter: waiter[0])
+            first[1].set()
+
+    async def _wait_for_slot(self, job: Job, give_up: asyncio.Event) -> BackendSpec | None:
+        order = line_order(job)
+        woken = asyncio.Event()
+        self._waiting[job.id] = (order, woken)
         try:
-            await asyncio.wait(waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+            while not give_up.is_set():
+                spec = await self.try_acquire(job)
+                if spec is not None:
+                    return spec
+                woken.clear()
+                await _first_of(give_up, woken, at_most=RETRY_EVERY)
+            return None
         finally:
-            for wait in waits:
-                wait.cancel()
+            del self._waiting[job.id]
+            self.slot_freed()  # there may be more free slots, or the next in line now leads
 
     # --- health -------------------------------------------------------------------------------
 
@@ -163,6 +166,25 @@ class BackendPool:
 
     async def _renew(self) -> None:
         await self.slots.renew(self.held)
+
+
+#: how long a waiting job sleeps at most: a safety net for a freed slot nobody announced (a
+#: lease that ran out with its worker, a message lost while Redis was away)
+RETRY_EVERY = 1.0
+
+
+def line_order(job: Job) -> int:
+    """The job's place in the waiting line: priority first, then age (see OFFSET_MS)."""
+    return int(job.created_at * 1000) + OFFSET_MS.get(job.priority, 0)
+
+
+async def _first_of(*events: asyncio.Event, at_most: float) -> None:
+    waits = {asyncio.ensure_future(event.wait()) for event in events}
+    try:
+        await asyncio.wait(waits, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def _label(url: str) -> str:

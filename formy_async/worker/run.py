@@ -11,7 +11,7 @@ import structlog
 from arq import Retry
 
 from ..auth import sign_url
-from ..comfy.client import ComfyClient, new_prompt_id
+from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
 from ..comfy.messages import Executing, ExecutionCached, PreviewImage, ProgressStep
 from ..errors import (
     ComfyError,
@@ -104,14 +104,25 @@ class JobRun:
     # --- the steps ----------------------------------------------------------------------------
 
     async def execute(self) -> None:
-        inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
-        graph = self.workflow.render(
-            self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
-        )
-        prompt_id = new_prompt_id()
-        self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
+        # the socket opens while the inputs go up: its handshake is off the critical path
+        opening = asyncio.ensure_future(self.comfy.open_socket())
+        try:
+            inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
+            socket = await opening
+        except BaseException:
+            await _discard(opening)
+            raise
+        try:
+            graph = self.workflow.render(
+                self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
+            )
+            prompt_id = new_prompt_id()
+            self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
+        except BaseException:
+            await socket.aclose()
+            raise
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
-        await self.follow(graph, prompt_id)
+        await self.follow(graph, prompt_id, socket)  # it closes the socket
         entry = await self.comfy.result(prompt_id)
         shown = []
         outputs = collect_outputs(self.comfy, self.wc.storage, entry, self.workflow, self.job)
@@ -127,9 +138,9 @@ class JobRun:
             seconds=round((self.job.finished_at or 0) - (self.job.started_at or 0), 3),
         )
 
-    async def follow(self, graph: dict[str, Any], prompt_id: str) -> None:
+    async def follow(self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
-        async for message in self.comfy.run(graph, prompt_id):
+        async for message in self.comfy.run(graph, prompt_id, socket):
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
             elif isinstance(message, Executing) and message.node is not None:
@@ -261,3 +272,11 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
 async def _fail(wc: WorkerContext, job: Job, error: FormyError) -> None:
     await wc.lifecycle.fail(job, error)
     log.warning("job_failed", code=error.code, error=error.message)
+
+
+async def _discard(opening: asyncio.Future[PromptSocket]) -> None:
+    """Close a socket opened ahead for a prompt that will not be queued."""
+    opening.cancel()
+    with contextlib.suppress(BaseException):
+        socket = await opening
+        await socket.aclose()

@@ -74,6 +74,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         probe_interval=settings.pool_probe_interval,
     )
     exits.push_async_callback(pool.aclose)
+    signals.on_slot_freed = pool.slot_freed
     await pool.start()
     recovery = Recovery(
         Leases(redis, _heartbeat(settings), ttl=settings.lease_ttl),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 from .. import images, media
 from ..comfy.client import ComfyClient
-from ..comfy.messages import HistoryEntry
+from ..comfy.messages import FileRef, HistoryEntry
 from ..models import Job, OutputFile, OutputText
 from ..storage import Storage, input_key, output_key
 from ..workflows import Workflow
@@ -15,7 +17,11 @@ from ..workflows import Workflow
 async def upload_inputs(
     comfy: ComfyClient, storage: Storage, workflow: Workflow, job: Job
 ) -> dict[str, str]:
-    """Send each image param's upload to ComfyUI under a name no other job uses; the names."""
+    """Send each image param's upload to ComfyUI; the names its LoadImage nodes take.
+
+    A file is named by its content, so that bytes ComfyUI already holds (the same photo in many
+    jobs, a retried job) are not sent again: a HEAD request finds them.
+    """
     names: dict[str, str] = {}
     for param in workflow.image_params():
         upload_id = job.params.get(param)
@@ -24,40 +30,64 @@ async def upload_inputs(
         data = await storage.read(input_key(upload_id))
         probed = await images.probe(data)
         ext = {"jpeg": ".jpg", "webp": ".webp"}.get(probed[0] if probed else "", ".png")
-        names[param] = await comfy.upload_image(data, f"formy_{job.id}_{param}{ext}")
+        name = f"formy_{hashlib.sha256(data).hexdigest()[:40]}{ext}"
+        names[param] = name if await comfy.has_input(name) else await comfy.upload_image(data, name)
     return names
+
+
+#: outputs fetched from ComfyUI at once (a video job may list dozens of files)
+FETCHES = 4
 
 
 async def collect_outputs(
     comfy: ComfyClient, storage: Storage, entry: HistoryEntry, workflow: Workflow, job: Job
 ) -> AsyncIterator[OutputFile]:
     """Fetch every file the output nodes produced over /view (ComfyUI's disk may be elsewhere)
-    into our storage, one at a time (each is announced as soon as it is stored).
+    into our storage, a few at once, and yield them in order as each is stored.
 
     The output nodes are the manifest's, or every node ComfyUI reported outputs for.
     """
     counts: dict[str, int] = {}
+    gate = asyncio.Semaphore(FETCHES)
+
+    async def fetch(ref: FileRef, filename: str) -> OutputFile:
+        async with gate:
+            return await _store_output(comfy, storage, ref, job.id, filename)
+
+    fetches = []
     for ref in entry.files(workflow.manifest.outputs or None):
-        data = await comfy.view(ref)
         counts[ref.node_id] = counts.get(ref.node_id, 0) + 1
-        ext = media.extension(ref.filename) or ".bin"
-        filename = f"{ref.node_id}_{counts[ref.node_id]}{ext}"
-        kind = media.kind_of(ref.filename, ref.format)
-        content_type = media.content_type_of(filename)
-        size = await storage.put(output_key(job.id, filename), data, content_type)
-        info = await media.probe(data, kind)
-        yield OutputFile(
-            filename=filename,
-            url=f"/api/jobs/{job.id}/outputs/{filename}",
-            kind=kind,
-            content_type=content_type,
-            width=info.width,
-            height=info.height,
-            duration=info.duration,
-            animated=info.animated or (ref.animated and kind == "image"),
-            size=size,
-            node_id=ref.node_id,
-        )
+        filename = f"{ref.node_id}_{counts[ref.node_id]}{media.extension(ref.filename) or '.bin'}"
+        fetches.append(asyncio.ensure_future(fetch(ref, filename)))
+    try:
+        for fetching in fetches:
+            yield await fetching
+    finally:
+        for fetching in fetches:
+            fetching.cancel()
+        await asyncio.gather(*fetches, return_exceptions=True)
+
+
+async def _store_output(
+    comfy: ComfyClient, storage: Storage, ref: FileRef, job_id: str, filename: str
+) -> OutputFile:
+    data = await comfy.view(ref)
+    kind = media.kind_of(ref.filename, ref.format)
+    content_type = media.content_type_of(filename)
+    size = await storage.put(output_key(job_id, filename), data, content_type)
+    info = await media.probe(data, kind)
+    return OutputFile(
+        filename=filename,
+        url=f"/api/jobs/{job_id}/outputs/{filename}",
+        kind=kind,
+        content_type=content_type,
+        width=info.width,
+        height=info.height,
+        duration=info.duration,
+        animated=info.animated or (ref.animated and kind == "image"),
+        size=size,
+        node_id=ref.node_id,
+    )
 
 
 def collect_texts(entry: HistoryEntry, workflow: Workflow) -> list[OutputText]:
