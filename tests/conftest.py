@@ -120,9 +120,23 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+#: the ComfyUI releases the simulator imitates: the 0.3 line, and the current one (0.25 on)
+COMFYUI_VERSIONS = ("0.3.64", "0.38.1")
+#: parametrize a module with this to run its tests against each of them
+EVERY_COMFYUI = pytest.mark.parametrize("comfyui_version", COMFYUI_VERSIONS, indirect=True)
+
+
 @pytest.fixture
-async def simulator_url() -> AsyncIterator[str]:
-    async with run_simulator(SimulatorConfig(step_delay=0.005)) as url:
+def comfyui_version(request: pytest.FixtureRequest) -> str:
+    """The ComfyUI release the test's simulator imitates (0.3.64 unless parametrized)."""
+    version: str = getattr(request, "param", COMFYUI_VERSIONS[0])
+    return version
+
+
+@pytest.fixture
+async def simulator_url(comfyui_version: str) -> AsyncIterator[str]:
+    config = SimulatorConfig(step_delay=0.005, comfyui_version=comfyui_version)
+    async with run_simulator(config) as url:
         yield url
 
 
@@ -160,10 +174,10 @@ def make_stack(redis_url: str, simulator_url: str, tmp_path: Path) -> StackFacto
 
 
 @pytest.fixture
-async def slow_stack(redis_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def slow_stack(redis_url: str, tmp_path: Path, comfyui_version: str) -> AsyncIterator[Stack]:
     """A stack whose sampler takes 30 ms a step: long enough to act while a job runs."""
     async with (
-        run_simulator(SimulatorConfig(step_delay=0.03)) as comfy,
+        run_simulator(SimulatorConfig(step_delay=0.03, comfyui_version=comfyui_version)) as comfy,
         running_stack(stack_settings(redis_url, comfy, tmp_path)) as stack,
     ):
         yield stack

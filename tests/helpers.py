@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from PIL import Image
 
 FINAL = {"done", "failed", "cancelled"}
 
@@ -67,3 +69,15 @@ async def wait_until(
 async def job_status(session: aiohttp.ClientSession, base: str, job_id: str) -> str:
     status: str = (await get_json(session, f"{base}/api/jobs/{job_id}"))[1]["status"]
     return status
+
+
+async def upload_image(session: aiohttp.ClientSession, base: str, image: Image.Image) -> str:
+    """Upload `image` as a PNG; its upload id."""
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    form = aiohttp.FormData()
+    form.add_field("file", data.getvalue(), filename="in.png", content_type="image/png")
+    async with session.post(f"{base}/api/uploads", data=form) as r:
+        body: dict[str, Any] = await r.json()
+        assert r.status == 201, body
+        return str(body["id"])

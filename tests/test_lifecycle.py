@@ -11,10 +11,10 @@ import pytest
 from formy_async.embedded import Stack
 from formy_async.store.queue import RunQueue
 
-from .conftest import ADMIN_TOKEN, FIXTURE_WORKFLOWS, StackFactory
+from .conftest import ADMIN_TOKEN, EVERY_COMFYUI, FIXTURE_WORKFLOWS, StackFactory
 from .helpers import FINAL, api_session, follow, get_json, submit, wait_until
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, EVERY_COMFYUI]
 
 
 async def post(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:

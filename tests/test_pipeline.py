@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 
+import av
 import pytest
 from PIL import Image
 
 from formy_async.embedded import Stack
 
-from .helpers import api_session, follow, get_json, submit
+from .conftest import EVERY_COMFYUI
+from .helpers import api_session, follow, get_json, submit, upload_image
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, EVERY_COMFYUI]
 
 
 async def test_events_arrive_in_order_without_gaps_and_end_done(stack: Stack) -> None:
@@ -86,3 +88,34 @@ async def test_fifty_concurrent_jobs_all_finish_with_their_own_events(stack: Sta
         assert {e["job_id"] for e in events} == {job["id"]}
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[-1]["type"] == "done"
+
+
+async def test_the_video_workflow_makes_an_mp4_and_an_animated_webp(stack: Stack) -> None:
+    async with api_session() as session:
+        image = await upload_image(session, stack.url, Image.new("RGB", (97, 61), "red"))
+        job = await submit(session, stack.url, "image_to_video", image=image, frames=6, size=128)
+        events = await follow(session, stack.url, job["id"])
+        assert events[-1]["type"] == "done", events[-1]
+        video, animation = events[-1]["outputs"]
+        async with session.get(stack.url + video["url"]) as r:
+            assert (r.status, r.content_type) == (200, "video/mp4")
+            clip = await r.read()
+        async with session.get(stack.url + animation["url"]) as r:
+            assert (r.status, r.content_type) == (200, "image/webp")
+    assert (video["kind"], video["width"], video["height"]) == ("video", 128, 128)
+    assert video["duration"] == pytest.approx(0.5, abs=0.1)  # 6 frames at 12 a second
+    assert (animation["kind"], animation["animated"]) == ("image", True)
+    with av.open(io.BytesIO(clip)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+async def test_a_video_answers_a_byte_range_with_206(stack: Stack) -> None:
+    async with api_session() as session:
+        image = await upload_image(session, stack.url, Image.new("RGB", (64, 64), "red"))
+        job = await submit(session, stack.url, "image_to_video", image=image, frames=4, size=128)
+        events = await follow(session, stack.url, job["id"])
+        video = events[-1]["outputs"][0]
+        async with session.get(stack.url + video["url"], headers={"Range": "bytes=0-99"}) as r:
+            assert r.status == 206
+            assert r.headers["Content-Range"] == f"bytes 0-99/{video['size']}"
+            assert len(await r.read()) == 100
