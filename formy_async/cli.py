@@ -9,22 +9,50 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from .client.cli import (
-    CLIENT_COMMANDS,
     EXIT_DONE,
+    EXIT_USAGE,
     add_client_commands,
     parse_params,
     run_client_command,
 )
 
+if TYPE_CHECKING:
+    from .settings import Settings
+
 EPILOG = """\
 exit status: 0 when the command (or the job it waited for) succeeded, 1 when the job failed or
 was cancelled, 2 on a usage error, a refused request or a server that cannot be reached.
 The server is --url, else FORMY_URL, else http://127.0.0.1:8080; the token --token or FORMY_TOKEN.
+run, worker, token, simulator and doctor are the service's: they need formy-async[server].
 """
+#: what the service's commands import that a client-only install does not have
+SERVER_MODULES = frozenset(
+    {
+        "aiobotocore",
+        "aiofiles",
+        "arq",
+        "av",
+        "fakeredis",
+        "jwt",
+        "PIL",
+        "prometheus_client",
+        "pydantic_settings",
+        "redis",
+        "structlog",
+    }
+)
+SERVICE_COMMANDS = ("run", "worker", "token", "simulator", "doctor")
+#: why a server cannot listen: the port is taken, the address is not this machine's, or privileged
+LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--step-delay", type=float, default=0.15, help="seconds per sampler step (default 0.15)"
     )
+    sim.add_argument(
+        "--comfyui-version",
+        default="0.38.1",
+        help="the ComfyUI release to imitate: 0.3.64, or 0.25 and later (default 0.38.1)",
+    )
     return parser
 
 
@@ -76,35 +109,74 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run_command(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "run":
-        _run_stack(args)
-    elif args.command == "worker":
-        from .settings import Settings
-        from .worker.process import run_worker_process
+    if args.command in SERVICE_COMMANDS:
+        return _run_service_command(args)
+    if args.command == "submit":
+        try:
+            args.params = parse_params(args.param)
+        except ValueError as exc:
+            parser.error(str(exc))
+    return run_client_command(args)
 
-        run_worker_process(Settings())
-    elif args.command == "doctor":
-        return _run_doctor(args)
-    elif args.command == "token":
-        return _mint(parser, args)
-    elif args.command == "simulator":
-        _run_simulator(args)
-    elif args.command in CLIENT_COMMANDS:
-        if args.command == "submit":
-            try:
-                args.params = parse_params(args.param)
-            except ValueError as exc:
-                parser.error(str(exc))
-        return run_client_command(args)
-    return EXIT_DONE
+
+def _run_service_command(args: argparse.Namespace) -> int:
+    """Run one of SERVICE_COMMANDS; a client-only install is told what to install instead."""
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "run": _run_stack,
+        "worker": _run_worker,
+        "doctor": _run_doctor,
+        "token": _mint,
+        "simulator": _run_simulator,
+    }
+    try:
+        return commands[args.command](args)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVER_MODULES:
+            raise
+        raise SystemExit(
+            f"formy-async {args.command}: this is the service's command, and this install has "
+            f"the client only (no {exc.name}): install formy-async[server] "
+            "(in a checkout: .venv/bin/pip install -e '.[server]')"
+        ) from None
+
+
+def startup_problem(exc: ValueError) -> str:
+    """A start-up failure in one line: each bad setting named by its variable, or the reason."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    return "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    name = str(loc[0]) if loc else "settings"
+    if not name.isupper():
+        return f"FORMY_{name.upper()}"  # a field read under its FORMY_ name only
+    plain = name.removeprefix("FORMY_")  # pydantic names the first alias; say the one set
+    return plain if plain in os.environ and name not in os.environ else name
+
+
+def _settings(command: str, *, secret: bool | None, **overrides: object) -> Settings:
+    """The settings, checked as the command needs them; a problem exits with one line.
+
+    `secret`: a real SECRET_KEY is required (True), or checked only when one is set (None).
+    """
+    from .settings import Settings
+    from .workflows import Catalogue
+
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        if secret or (secret is None and settings.secret_key):
+            settings.check_secret()
+        Catalogue.load(settings.workflows_dir)  # a broken workflow file is named here
+    except ValueError as exc:
+        raise SystemExit(f"formy-async {command}: {startup_problem(exc)}") from None
+    return settings
 
 
 # --- the service's commands ----------------------------------------------------------------
 
 
-def _run_stack(args: argparse.Namespace) -> None:
-    from .settings import Settings
-
+def _run_stack(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.port is not None:
         overrides["port"] = args.port
@@ -112,8 +184,8 @@ def _run_stack(args: argparse.Namespace) -> None:
         overrides["host"] = args.host
     elif not any(os.environ.get(k) for k in ("HOST", "FORMY_HOST")):
         overrides["host"] = "127.0.0.1"  # a development stack is not for the network
-    settings = Settings(**overrides)  # type: ignore[arg-type]
-    from .logs import setup_logging  # the service's commands need the [server] extra
+    settings = _settings("run", secret=None, **overrides)  # none: the run makes one
+    from .logs import setup_logging
 
     setup_logging(
         "console" if settings.log_format == "auto" else settings.log_format, settings.log_level
@@ -122,29 +194,59 @@ def _run_stack(args: argparse.Namespace) -> None:
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
+    return EXIT_DONE
 
 
-def _run_simulator(args: argparse.Namespace) -> None:
+def _run_worker(args: argparse.Namespace) -> int:
+    settings = _settings("worker", secret=True)
+    from .worker.process import run_worker_process
+
+    run_worker_process(settings)
+    return EXIT_DONE
+
+
+def _run_simulator(args: argparse.Namespace) -> int:
     from .logs import setup_logging
 
     setup_logging("console")
     from .simulator import SimulatorConfig
     from .simulator import serve as serve_simulator
 
-    config = SimulatorConfig(step_delay=args.step_delay)
-    print(f"ComfyUI simulator on http://{args.host}:{args.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_simulator(config, args.host, args.port))
+    try:
+        config = SimulatorConfig(step_delay=args.step_delay, comfyui_version=args.comfyui_version)
+    except ValueError as exc:
+        raise SystemExit(f"formy-async simulator: {exc}") from None
+    print(
+        f"ComfyUI simulator, as ComfyUI {config.comfyui_version}: http://{args.host}:{args.port}",
+        flush=True,
+    )
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_simulator(config, args.host, args.port))
+    except OSError as exc:
+        if exc.errno not in LISTEN_ERRNOS:
+            raise
+        problem = listen_problem(exc, args.host, args.port)
+        raise SystemExit(f"formy-async simulator: {problem}") from None
+    return EXIT_DONE
+
+
+def listen_problem(exc: OSError, host: str, port: int) -> str:
+    """Why a server could not listen, in one line, with what to do about it."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not asyncio's long sentence
+    taken = exc.errno == errno.EADDRINUSE
+    hint = " (is another server running there? choose another port)" if taken else ""
+    return f"cannot listen on {host}:{port}: {reason}{hint}"
 
 
 def _run_doctor(args: argparse.Namespace) -> int:
     from .doctor import Step, run_doctor
-    from .settings import Settings
+    from .models import without_credentials
     from .workflows import Catalogue
 
-    settings = Settings()
+    settings = _settings("doctor", secret=False)
     url = (args.comfyui or settings.comfyui_base).rstrip("/")
-    print(f"Checking the ComfyUI backend at {url}")
+    print(f"Checking the ComfyUI backend at {without_credentials(url)}")
 
     def report(step: Step) -> None:
         mark = "ok " if step.ok else "FAIL"
@@ -155,17 +257,16 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return EXIT_DONE if ok else 1
 
 
-def _mint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _mint(args: argparse.Namespace) -> int:
     from .auth import mint_token, parse_ttl
-    from .settings import Settings
 
-    settings = Settings()
+    settings = _settings("token", secret=True)
     try:
-        settings.check_secret()
         token = mint_token(
             settings.secret_key, args.user, admin=args.admin, ttl=parse_ttl(args.ttl)
         )
     except ValueError as exc:
-        parser.exit(2, f"formy-async token: {exc}\n")
+        print(f"formy-async token: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     print(token)
     return EXIT_DONE

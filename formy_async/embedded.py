@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import secrets
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import arq.worker
 import structlog
 from aiohttp import web
+from pydantic import AliasChoices
 from redis.asyncio import Redis
 
+from .auth import mint_token
+from .cli import LISTEN_ERRNOS, listen_problem
+from .models import without_credentials
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
 from .store.connections import arq_pool, fake_redis, redis_from_settings
 from .web.app import create_app
+from .web.serving import app_runner
 from .worker.process import FormyWorker, supervise
 from .worker.settings import worker_kwargs
 
@@ -62,14 +71,18 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
                 mock.patch.object(arq.worker, "log_redis_info", _log_fake_redis_info)
             )
         else:
-            redis, worker_redis = redis_from_settings(settings), redis_from_settings(settings)
+            redis = redis_from_settings(settings, patient=False)  # the web side fails fast
+            worker_redis = redis_from_settings(settings)
         stack.push_async_callback(redis.aclose)
         stack.push_async_callback(worker_redis.aclose)
         if settings.uses_embedded_comfyui():
-            config = SimulatorConfig(step_delay=settings.simulator_step_delay)
+            config = SimulatorConfig(
+                step_delay=settings.simulator_step_delay,
+                comfyui_version=settings.simulator_comfyui_version,
+            )
             comfy_url = await stack.enter_async_context(run_simulator(config))
             settings = settings.model_copy(update={"comfyui_url": comfy_url})
-        runner = web.AppRunner(create_app(settings, redis=redis), shutdown_timeout=2)
+        runner = app_runner(create_app(settings, redis=redis), settings, shutdown_timeout=2)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)
@@ -98,19 +111,106 @@ async def _stop_worker(worker: arq.worker.Worker, task: asyncio.Task[None]) -> N
 
 
 async def serve(settings: Settings) -> None:
-    """Run the stack until Ctrl+C or SIGTERM."""
+    """Run the stack until Ctrl+C or SIGTERM; say where each setting came from, then how to
+    reach it. Not being able to listen stops it with one line."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with running_stack(settings) as stack:
-        log.info(
-            "stack_ready",
-            url=stack.url,
-            redis="in-process fake" if settings.uses_embedded_redis() else "configured",
-            comfyui=stack.settings.comfyui_base
-            + (" (simulator)" if settings.uses_embedded_comfyui() else ""),
-        )
-        print(f"\n  formy-async is running: open {stack.url}  (Ctrl+C stops it)\n", flush=True)
-        await stop.wait()
-        log.info("stack_stopping")
+    print(settings_report(settings), flush=True)
+    started = False
+    try:
+        async with running_stack(settings) as stack:
+            started = True
+            log.info(
+                "stack_ready",
+                url=stack.url,
+                redis="in-process fake" if settings.uses_embedded_redis() else "configured",
+                comfyui=stack.settings.comfyui_base
+                + (" (simulator)" if settings.uses_embedded_comfyui() else ""),
+            )
+            print(ready_text(stack, secret_generated=not settings.secret_key), flush=True)
+            await stop.wait()
+            log.info("stack_stopping")
+    except OSError as exc:
+        if started or exc.errno not in LISTEN_ERRNOS:
+            raise
+        problem = listen_problem(exc, settings.host, settings.port)
+        raise SystemExit(f"formy-async run: {problem}; set PORT or --port") from None
+
+
+def settings_report(settings: Settings, dotenv: Path = Path(".env")) -> str:
+    """Which Redis, ComfyUI and secret the run uses and why, and every setting that is not a
+    default with where it was set (the environment or `.env`: a forgotten one switches the
+    embedded Redis or simulator off)."""
+    sources = _sources(settings, _dotenv_names(dotenv))
+    redis = (
+        f"{without_credentials(str(settings.redis_url))} ({sources['redis_url']})"
+        if "redis_url" in sources
+        else "in-process fake (REDIS_URL is not set)"
+    )
+    comfy = (
+        f"{without_credentials(settings.comfyui_url)} ({sources['comfyui_url']}): no simulator"
+        if "comfyui_url" in sources
+        else "the simulator (COMFYUI_URL is not set)"
+    )
+    secret = sources.get("secret_key", "a new one for this run (SECRET_KEY is not set)")
+    lines = [
+        "formy-async run:",
+        f"  Redis    {redis}",
+        f"  ComfyUI  {comfy}",
+        f"  secret   {secret}",
+    ]
+    others = [where for name, where in sources.items() if name not in _SHOWN]
+    if others:
+        lines.append(f"  also set: {', '.join(others)}")
+    lines.append("  everything else: the defaults in formy_async/settings.py")
+    return "\n".join(lines)
+
+
+_SHOWN = frozenset({"redis_url", "comfyui_url", "secret_key"})
+
+
+def _sources(settings: Settings, dotenv: set[str]) -> dict[str, str]:
+    """field → "NAME from the environment" or "NAME from .env", for the fields that were set."""
+    found = {}
+    for field in sorted(settings.model_fields_set):
+        alias = Settings.model_fields[field].validation_alias
+        names = alias.choices if isinstance(alias, AliasChoices) else [f"FORMY_{field.upper()}"]
+        for name in map(str, names):
+            if os.environ.get(name):  # empty is unset (env_ignore_empty)
+                found[field] = f"{name} from the environment"
+                break
+            if name in dotenv:
+                found[field] = f"{name} from .env"
+                break
+    return found
+
+
+def _dotenv_names(path: Path) -> set[str]:
+    """The variables a `.env` file sets (as pydantic-settings reads it: NAME=value lines)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return set()
+    return set(_DOTENV_LINE.findall(text))
+
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S", re.M)
+
+
+def ready_text(stack: Stack, *, secret_generated: bool) -> str:
+    """The page's address, and a token and two commands for the API, ready to paste."""
+    user = stack.settings.page_user or "demo"
+    token = mint_token(stack.settings.secret_key, user, ttl=12 * 3600)
+    cli = Path(sys.executable).parent / "formy-async"
+    with contextlib.suppress(ValueError):  # shown as the README does, from the checkout
+        cli = cli.relative_to(Path.cwd())
+    lasts = "this run only: set SECRET_KEY to keep tokens" if secret_generated else "12 h"
+    return (
+        f"\n  formy-async is running: open {stack.url}  (Ctrl+C stops it)\n\n"
+        f"  The API, from another terminal (a token for {user}, the page's user; {lasts}):\n"
+        f"    export FORMY_URL={stack.url} FORMY_TOKEN={token}\n"
+        f'    {cli} submit text_to_image -p prompt="a red fox" --wait --out outputs\n'
+        '    curl -s -H "Authorization: Bearer $FORMY_TOKEN" $FORMY_URL/api/workflows\n'
+    )

@@ -40,6 +40,7 @@ class ParamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["string", "integer", "number", "boolean", "image"]
+    title: str | None = Field(None, description="the label forms show; default: the name")
     description: str = ""
     required: bool = False
     default: Any = None
@@ -54,6 +55,11 @@ class ParamSpec(BaseModel):
     models: str | None = Field(
         None, description="a ComfyUI model folder (`checkpoints`, `loras`…) the value must name"
     )
+    within: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]*\.(width|height)$",
+        description='a position inside an image param: "image.width" means below its width',
+    )
     targets: list[str] = Field([], description='"node_id.input_name" entries in the graph')
 
     @model_validator(mode="after")
@@ -64,6 +70,8 @@ class ParamSpec(BaseModel):
             raise ValueError("a required param cannot have a default")
         if self.presets and not self.enum:
             raise ValueError("presets need an enum")
+        if self.within and self.type not in ("integer", "number"):
+            raise ValueError("within applies to integer and number params only")
         return self
 
     def field(self) -> tuple[Any, Any]:
@@ -76,6 +84,7 @@ class ParamSpec(BaseModel):
         bound = int if self.type == "integer" else float
         info = Field(
             ... if self.required else self.default,
+            title=self.title,
             description=self.description or None,
             ge=None if self.minimum is None else bound(self.minimum),
             le=None if self.maximum is None else bound(self.maximum),
@@ -94,6 +103,8 @@ class ParamSpec(BaseModel):
             extra["format"] = "formy-upload"
         if self.models:
             extra["x-formy-models"] = self.models
+        if self.within:
+            extra["x-formy-within"] = self.within
         return extra
 
 
@@ -110,6 +121,9 @@ class Manifest(BaseModel):
         [], description="the output nodes whose files are the job's; none: every output node"
     )
     time_limit: float = Field(600, gt=0)
+    reuse: bool = Field(
+        False, description="jobs reuse identical finished (or running) ones unless they say not"
+    )
     params: dict[str, ParamSpec]
 
 
@@ -171,6 +185,31 @@ class Workflow:
 
     def image_params(self) -> list[str]:
         return [name for name, spec in self.manifest.params.items() if spec.type == "image"]
+
+    def check_within(self, params: Mapping[str, Any], sizes: Mapping[str, tuple[int, int]]) -> None:
+        """Positions inside the images they refer to (`within`), given each image param's
+        (width, height); InvalidParams naming every param that falls outside."""
+        problems = []
+        for name, spec in self.manifest.params.items():
+            image, _, side = (spec.within or "").partition(".")
+            value = params.get(name)
+            if image not in sizes or value is None:
+                continue
+            bound = sizes[image][0 if side == "width" else 1]
+            if not value < bound:
+                problems.append(
+                    {
+                        "param": name,
+                        "type": "outside_image",
+                        "message": f"{value:g} is outside the {image} ({bound} pixels "
+                        f"{'wide' if side == 'width' else 'high'}): it must be below {bound}",
+                    }
+                )
+        if problems:
+            summary = "; ".join(f"{p['param']}: {p['message']}" for p in problems)
+            raise InvalidParams(
+                f"invalid params for workflow {self.name!r}: {summary}", details=problems
+            )
 
     def model_params(self) -> dict[str, str]:
         """param name → the ComfyUI model folder its value must be in."""
@@ -282,6 +321,9 @@ def check_graph(manifest: Manifest, graph: Any) -> str | None:
                 return f"param {name!r}: presets set unknown params {sorted(unknown)}"
         if spec.enum and spec.presets and set(spec.presets) != {str(v) for v in spec.enum}:
             return f"param {name!r}: presets must cover exactly the enum values"
+        image = (spec.within or "").partition(".")[0]
+        if image and getattr(manifest.params.get(image), "type", None) != "image":
+            return f"param {name!r}: within names {image!r}, which is not an image param"
     return None
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from formy_async.embedded import Stack
 from formy_async.errors import InvalidParams, NotFound
 from formy_async.workflows import Catalogue, WorkflowError
+
+from .helpers import api_session, upload_image
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,3 +137,62 @@ def test_graph_that_is_not_json_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(WorkflowError, match=r"w\.json"):
         Catalogue.load(tmp_path)
+
+
+# --- positions inside an image (`within`) ---------------------------------------------------
+
+HEAD_SWAP = {"image": "a" * 32, "reference": "b" * 32}
+
+
+def test_position_past_the_photos_width_names_the_param(catalogue: Catalogue) -> None:
+    workflow = catalogue["head_swap"]
+    params = workflow.resolve({**HEAD_SWAP, "x": 5000, "y": 10})
+    with pytest.raises(InvalidParams, match="x: 5000 is outside the image") as raised:
+        workflow.check_within(params, {"image": (800, 600), "reference": (100, 100)})
+    assert raised.value.details == [
+        {
+            "param": "x",
+            "type": "outside_image",
+            "message": "5000 is outside the image (800 pixels wide): it must be below 800",
+        }
+    ]
+
+
+def test_positions_inside_the_photo_pass(catalogue: Catalogue) -> None:
+    workflow = catalogue["head_swap"]
+    params = workflow.resolve({**HEAD_SWAP, "x": 799, "y": 599})
+    workflow.check_within(params, {"image": (800, 600), "reference": (100, 100)})
+
+
+def test_position_past_the_photos_height_is_refused_too(catalogue: Catalogue) -> None:
+    workflow = catalogue["head_swap"]
+    params = workflow.resolve({**HEAD_SWAP, "y": 600})
+    with pytest.raises(InvalidParams, match=r"y: 600 is outside the image \(600 pixels high\)"):
+        workflow.check_within(params, {"image": (800, 600)})
+
+
+def test_within_is_in_the_params_schema(catalogue: Catalogue) -> None:
+    properties = catalogue["head_swap"].schema()["properties"]
+    assert properties["x"]["x-formy-within"] == "image.width"
+
+
+def test_within_naming_a_param_that_is_not_an_image_is_refused(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        'name = "w"\ntitle = "W"\ngraph = "w.json"\noutputs = ["1"]\n[params.x]\n'
+        'type = "integer"\nwithin = "prompt.width"\n',
+    )
+    with pytest.raises(WorkflowError, match="within names 'prompt', which is not an image"):
+        Catalogue.load(tmp_path)
+
+
+async def test_head_swap_placed_off_the_photo_answers_422_naming_the_param(stack: Stack) -> None:
+    async with api_session() as session:
+        photo = await upload_image(session, stack.url, Image.new("RGB", (80, 60), "grey"))
+        head = await upload_image(session, stack.url, Image.new("RGBA", (16, 16), "tan"))
+        body = {"workflow": "head_swap", "params": {"image": photo, "reference": head, "x": 500}}
+        async with session.post(f"{stack.url}/api/jobs", json=body) as answer:
+            error = (await answer.json())["error"]
+    assert (answer.status, error["code"]) == (422, "invalid_params")
+    assert [d["param"] for d in error["details"]] == ["x"]
+    assert "it must be below 80" in error["message"]

@@ -1,4 +1,4 @@
-"""The client commands of `formy-async`: submit, wait, status, cancel, jobs, workflows."""
+"""The client commands of `formy-async`: submit, wait, status, cancel, jobs, workflows, upload."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormyAPIError, FormyConnectionError, JobFinished
-from ..models import JobView
+from ..models import JobView, Upload
 from .api import FormyClient
 from .printer import Printer
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
 EXIT_DONE, EXIT_JOB_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-CLIENT_COMMANDS = ("submit", "wait", "status", "cancel", "jobs", "workflows")
+CLIENT_COMMANDS = ("submit", "wait", "status", "cancel", "jobs", "workflows", "upload")
+
+
+@dataclass(frozen=True)
+class FileParam:
+    """A param given as `KEY=@path`: the file is uploaded first and the param gets its id."""
+
+    path: Path
 
 
 def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,13 +44,19 @@ def add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a param; VALUE is read as JSON when it parses (7, true, [1]), else as a string",
+        help="a param; VALUE is read as JSON when it parses (7, true, [1]), else as a string; "
+        "@FILE uploads an image and passes its id (image=@photo.jpg)",
     )
     submit.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    submit.add_argument("--out", type=Path, help="save the outputs into this folder (waits)")
+    out_help = "save the outputs into FOLDER/<job id>/ (never replacing a file)"
+    submit.add_argument("--out", type=Path, metavar="FOLDER", help=out_help + "; waits")
     wait = commands.add_parser("wait", parents=[common], help="follow a job until it ends")
     wait.add_argument("job_id")
-    wait.add_argument("--out", type=Path, help="save the outputs into this folder")
+    wait.add_argument("--out", type=Path, metavar="FOLDER", help=out_help)
+    upload = commands.add_parser(
+        "upload", parents=[common], help="upload an input image; prints its id for image params"
+    )
+    upload.add_argument("file", type=Path, help="a PNG, JPEG or WEBP image")
     status = commands.add_parser("status", parents=[common], help="show a job")
     status.add_argument("job_id")
     cancel = commands.add_parser("cancel", parents=[common], help="cancel a job")
@@ -62,12 +75,18 @@ def _positive(text: str) -> int:
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
-    """`KEY=VALUE` pairs as params: VALUE as JSON when it parses, else the string itself."""
+    """`KEY=VALUE` pairs as params: `@path` a file to upload (FileParam), VALUE as JSON when it
+    parses, else the string itself. A string that starts with @ is given as JSON: '"@me"'."""
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--param takes KEY=VALUE, not {pair!r}")
+        if raw.startswith("@"):
+            if raw == "@":
+                raise ValueError(f"--param {key}=@ names no file: {key}=@photo.jpg")
+            params[key] = FileParam(Path(raw[1:]).expanduser())
+            continue
         try:
             params[key] = json.loads(raw)
         except ValueError:
@@ -129,13 +148,44 @@ async def _with_client(call: _Call, command: Command) -> int:
 
 async def _submit(client: FormyClient, call: _Call) -> int:
     args = call.args
-    job = await client.submit(args.workflow, **args.params)
+    params = dict(args.params)
+    for key, value in params.items():
+        if isinstance(value, FileParam):
+            uploaded = await _upload_file(client, call, value.path)
+            if uploaded is None:
+                return EXIT_USAGE
+            params[key] = uploaded.id
+    job = await client.submit(args.workflow, **params)
     if not (args.wait or args.out):
         call.printer.job(job)
         return EXIT_DONE
     if not args.json:
         call.printer.note(f"job {job.id} submitted")
     return await _follow(client, call, job.id)
+
+
+async def _upload(client: FormyClient, call: _Call) -> int:
+    uploaded = await _upload_file(client, call, call.args.file)
+    if uploaded is None:
+        return EXIT_USAGE
+    if call.args.json:
+        call.printer.model(uploaded)
+    else:
+        call.printer.line(uploaded.id)  # alone on stdout: -p image=$(formy-async upload …)
+    return EXIT_DONE
+
+
+async def _upload_file(client: FormyClient, call: _Call, path: Path) -> Upload | None:
+    """Upload one image, saying so on stderr; None (said why) when the file cannot be read."""
+    try:
+        uploaded = await client.upload(path)
+    except OSError as exc:
+        call.printer.error(f"cannot read {path}: {exc.strerror or exc}")
+        return None
+    if not call.args.json:
+        size = f"{uploaded.width}×{uploaded.height} {uploaded.format}"
+        call.printer.note(f"uploaded {path.name}: {uploaded.id} ({size})")
+    return uploaded
 
 
 async def _wait(client: FormyClient, call: _Call) -> int:
@@ -202,4 +252,5 @@ _COMMANDS: dict[str, Command] = {
     "cancel": _cancel,
     "jobs": _jobs,
     "workflows": _workflows,
+    "upload": _upload,
 }

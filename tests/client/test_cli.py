@@ -14,6 +14,7 @@ import pytest
 
 from formy_async.cli import parse_params, run_command
 from formy_async.client.api import FormyClient
+from formy_async.client.cli import FileParam
 from formy_async.embedded import Stack
 from formy_async.models import JobView
 
@@ -83,10 +84,76 @@ async def test_submit_wait_out_exits_0_and_saves_the_outputs(
         "submit", "text_to_image", *SMALL, "--wait", "--out", str(out), "--url", stack.url
     )
     assert code == 0
-    saved = list(out.iterdir())
-    assert len(saved) == 1
-    assert saved[0].read_bytes()[:4] == b"\x89PNG"
-    assert f"saved {saved[0]}" in capsys.readouterr().out
+    (folder,) = out.iterdir()  # the job's own
+    (saved,) = folder.iterdir()
+    assert saved.read_bytes()[:4] == b"\x89PNG"
+    assert f"saved {saved}" in capsys.readouterr().out
+
+
+async def test_two_runs_saved_into_one_folder_keep_both_outputs(
+    stack: Stack, tmp_path: Path
+) -> None:
+    for _ in range(2):
+        assert (
+            await cli("submit", "text_to_image", *SMALL, "--out", str(tmp_path), "--url", stack.url)
+            == 0
+        )
+    assert len(saved_images(tmp_path)) == 2
+
+
+# --- uploads ----------------------------------------------------------------------------------
+
+
+def saved_images(folder: Path) -> list[Path]:
+    """The PNGs saved under `folder`, each in its job's folder."""
+    return sorted(folder.glob("*/*.png"))
+
+
+def png(path: Path, size: tuple[int, int] = (96, 64)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, (200, 80, 40)).save(path, "PNG")
+    return path
+
+
+async def test_upload_prints_the_upload_id_alone_on_stdout(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await cli("upload", str(png(tmp_path / "fox.png")), "--url", stack.url) == 0
+    captured = capsys.readouterr()
+    (upload_id,) = [
+        line for line in captured.out.splitlines() if re.fullmatch("[0-9a-f]{32}", line)
+    ]
+    assert f"uploaded fox.png: {upload_id} (96×64 png)" in captured.err
+
+
+async def test_image_param_from_a_file_uploads_it_then_runs_the_job(
+    stack: Stack, tmp_path: Path
+) -> None:
+    photo = png(tmp_path / "fox.png")
+    out = tmp_path / "out"
+    argv = ["submit", "upscale", "-p", f"image=@{photo}", "-p", "scale=2", "--out", str(out)]
+    assert await cli(*argv, "--url", stack.url) == 0
+    (saved,) = saved_images(out)
+    from PIL import Image
+
+    with Image.open(saved) as image:
+        assert image.size == (192, 128)
+
+
+async def test_image_param_from_a_missing_file_exits_2(
+    stack: Stack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["submit", "upscale", "-p", f"image=@{tmp_path / 'nope.png'}", "--url", stack.url]
+    assert await cli(*argv) == 2
+    assert (
+        f"cannot read {tmp_path / 'nope.png'}: No such file or directory" in capsys.readouterr().err
+    )
+
+
+def test_a_json_string_starting_with_at_is_not_a_file() -> None:
+    assert parse_params(['handle="@fox"']) == {"handle": "@fox"}
+    assert parse_params(["image=@fox.png"]) == {"image": FileParam(Path("fox.png"))}
 
 
 async def test_waiting_off_a_terminal_prints_one_line_per_event(

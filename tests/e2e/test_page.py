@@ -264,3 +264,96 @@ async def test_token_in_the_address_goes_with_every_request(pages: Pages) -> Non
     assert f"token={token}" in await page.evaluate("window.__e2e.sockets[0].url")
     assert len(fetches) >= 4
     assert {await r.header_value("authorization") for r in fetches} == {f"Bearer {token}"}
+
+
+# --- the small things a person notices -------------------------------------------------------
+
+
+async def test_cfg_is_labelled_in_capitals(pages: Pages) -> None:
+    page = await pages.open()
+    await expect(page.get_by_label("CFG", exact=True)).to_be_visible()
+
+
+async def test_file_pickers_do_not_talk_of_upload_ids(pages: Pages) -> None:
+    page = await pages.open()
+    for workflow in ("upscale", "head_swap", "background_change", "pose_change"):
+        await page.get_by_label("Workflow").select_option(workflow)
+        await expect(page.locator('[data-param="image"] input[type="file"]')).to_be_visible()
+        assert "upload id" not in await page.locator("#fields").inner_text(), workflow
+
+
+async def test_prompt_is_kept_across_a_reload(pages: Pages) -> None:
+    page = await pages.open()
+    prompt = page.get_by_role("textbox", name="Prompt", exact=True)
+    await prompt.fill("a blue whale at dawn")
+    await page.reload()
+    await expect(prompt).to_have_value("a blue whale at dawn")
+
+
+async def test_generate_is_on_screen_on_a_laptop_for_every_workflow(
+    pages: Pages, server: Server
+) -> None:
+    page = await pages.open(viewport={"width": 1366, "height": 657})
+    for workflow in get_json(server, "/api/workflows")["workflows"]:
+        await page.get_by_label("Workflow").select_option(workflow["name"])
+        await page.evaluate("window.scrollTo(0, 0)")
+        await expect(page.get_by_role("button", name="Generate")).to_be_in_viewport()
+    await pages.screenshot(page, "laptop", full_page=False)
+
+
+async def test_a_cancelled_jobs_bar_is_not_left_in_the_running_colour(pages: Pages) -> None:
+    page = await pages.open()
+    job = await submit(page, steps=40, width=256, height=256)
+    await wait_for_step(job, r"KSampler step ([3-9]|\d\d)/40")
+    await job.get_by_role("button", name=re.compile("^Cancel job")).click()
+    await expect(job).to_have_attribute("data-status", "cancelled")
+    running, cancelled = await job.locator("progress").evaluate(
+        """bar => {
+            const probe = document.createElement("progress");
+            document.querySelector("#jobs").append(probe);
+            const running = getComputedStyle(probe).accentColor;
+            probe.remove();
+            return [running, getComputedStyle(bar).accentColor];
+        }"""
+    )
+    assert cancelled != running
+
+
+async def test_a_finished_job_offers_download_run_again_and_reuse_seed(pages: Pages) -> None:
+    page = await pages.open()
+    job = await submit(page, steps=3, width=128, height=128, seed=4242)
+    await expect(job).to_have_attribute("data-status", "done", timeout=15_000)
+    download = job.get_by_role("link", name=re.compile("^Download .* of job"))
+    await expect(download).to_have_attribute("download", re.compile(r"\.png$"))
+    async with page.expect_download() as saving:
+        await download.click()
+    assert (await saving.value).suggested_filename.endswith(".png")
+
+    await page.locator("#param-seed").fill("")
+    await job.get_by_role("button", name=re.compile("^Reuse the settings and seed")).click()
+    await expect(page.locator("#param-seed")).to_have_value("4242")
+    await expect(page.locator("#param-steps")).to_have_value("3")
+
+    async with page.expect_response(lambda r: r.url.endswith("/api/jobs")) as answer:
+        await job.get_by_role("button", name=re.compile("^Run job .* again")).click()
+    again = await (await answer.value).json()
+    assert again["params"]["steps"] == 3
+    assert again["params"]["seed"] != 4242  # a new one: the same seed gives the same image
+    await expect(page.locator(f'#jobs > li[data-job-id="{again["id"]}"]')).to_be_visible()
+
+
+async def test_the_input_image_is_shown_on_its_jobs_card(pages: Pages) -> None:
+    from PIL import Image
+
+    page = await pages.open()
+    await page.get_by_label("Workflow").select_option("upscale")
+    picture = io.BytesIO()
+    Image.new("RGB", (96, 64), (40, 120, 200)).save(picture, "PNG")
+    async with page.expect_response(lambda r: r.url.endswith("/api/uploads")):
+        await page.locator('[data-param="image"] input[type="file"]').set_input_files(
+            {"name": "sea.png", "mimeType": "image/png", "buffer": picture.getvalue()}
+        )
+    job = await submit(page)
+    await expect_image_loaded(job.locator("img.input"))
+    await page.reload()  # a card drawn from the job list shows it too
+    await expect_image_loaded(job.locator("img.input"))
