@@ -81,10 +81,18 @@ class Job(BaseModel):
     outputs: list[OutputFile] = []
     texts: list[OutputText] = []
     error: JobError | None = None
+    reused_from: str | None = Field(
+        None, description="the job that ran: this one finished with its outputs (not copied)"
+    )
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+    @property
+    def files_of(self) -> str:
+        """The job whose stored files this job's outputs are (its own, unless reused)."""
+        return self.reused_from or self.id
 
 
 class JobView(BaseModel):
@@ -106,6 +114,7 @@ class JobView(BaseModel):
     outputs: list[OutputFile] = []
     texts: list[OutputText] = []
     error: JobError | None = None
+    reused_from: str | None = None
     links: dict[str, str]
 
     @property
@@ -143,6 +152,7 @@ class JobView(BaseModel):
             "priority": job.priority,
             "texts": job.texts,
             "error": job.error,
+            "reused_from": job.reused_from,
         }
 
 
@@ -175,7 +185,17 @@ class SubmitJob(BaseModel):
     webhook_url: str | None = Field(None, max_length=2000)
     priority: Literal["high", "normal", "low"] = "normal"
     time_limit: float | None = Field(
-        None, gt=0, description="Seconds the job may run; defaults to the workflow's limit."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds the job may run; defaults to the workflow's limit.",
+    )
+    reuse: bool | None = Field(
+        None,
+        strict=True,
+        description="Finish at once with the outputs of an identical finished job (same "
+        "workflow, params and seed, input contents), or follow one that is running; unset: "
+        "as the workflow's manifest says (`reuse`, off unless it is set there).",
     )
 
     @model_validator(mode="after")
@@ -196,13 +216,16 @@ class Upload(BaseModel):
     height: int
     size: int
     created_at: float = Field(default_factory=now)
+    sha256: str | None = Field(None, description="of the stored bytes: what result reuse compares")
+    source_url: str | None = Field(None, description="the URL it was fetched from, if it was")
 
     @property
     def url(self) -> str:
         return f"/api/uploads/{self.id}"
 
     def view(self, sign: Callable[[str], str] | None = None) -> dict[str, Any]:
-        return {**self.model_dump(exclude={"user"}), "url": sign(self.url) if sign else self.url}
+        shown = self.model_dump(exclude={"user", "sha256", "source_url"})
+        return {**shown, "url": sign(self.url) if sign else self.url}
 
 
 # --- job events -----------------------------------------------------------------------------
@@ -287,13 +310,17 @@ FINAL_EVENT_TYPES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 # --- WebSocket messages from the browser ----------------------------------------------------
 
+#: the largest seq a client may name: every JSON reader holds it exactly (a JavaScript number
+#: past it is not an integer any more), and Redis takes it as a list index
+MAX_SEQ = 2**53 - 1
+
 
 class Subscribe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["subscribe"]
     job_id: str = Field(min_length=1, max_length=64)
-    after: int = Field(0, ge=0)
+    after: int = Field(0, ge=0, le=MAX_SEQ)
 
 
 class Unsubscribe(BaseModel):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import itertools
 import json
 import mimetypes
 import os
 import random
 import urllib.parse
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +20,7 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
-from ..errors import FormyAPIError, FormyConnectionError, api_error
+from ..errors import FormyAPIError, FormyConnectionError, RedisUnavailable, api_error
 from ..models import (
     EVENT_ADAPTER,
     FINAL_EVENT_TYPES,
@@ -35,6 +37,8 @@ _CHUNK = 64 * 1024
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 _HEARTBEAT = 15.0
+#: tries of one submission whose answer is lost (its Idempotency-Key makes them one job)
+SUBMIT_TRIES = 4
 
 
 class WorkflowInfo(BaseModel):
@@ -106,9 +110,23 @@ class FormyClient:
     # --- jobs ---------------------------------------------------------------------------------
 
     async def submit(self, workflow: str, /, **params: Any) -> JobView:
-        """Queue a job of `workflow` with `params`; the server fills in defaults and the seed."""
+        """Queue a job of `workflow` with `params`; the server fills in defaults and the seed.
+
+        It goes with an Idempotency-Key, so a submission whose answer was lost (the connection
+        broke, Redis did not answer) is sent again, up to SUBMIT_TRIES times, and makes one job.
+        """
         body = {"workflow": workflow, "params": params}
-        return JobView.model_validate(await self._request("POST", "/api/jobs", json_body=body))
+        once = {"Idempotency-Key": uuid.uuid4().hex}
+        for attempt in itertools.count(1):
+            try:
+                answer = await self._request("POST", "/api/jobs", json_body=body, headers=once)
+                return JobView.model_validate(answer)
+            except (FormyConnectionError, RedisUnavailable) as exc:
+                if attempt >= SUBMIT_TRIES:
+                    raise
+                wait = getattr(exc, "retry_after", None) or _BACKOFF_FIRST * 2**attempt
+                await asyncio.sleep(min(wait, _BACKOFF_MAX))
+        raise AssertionError("unreachable")
 
     async def get(self, job_id: str) -> JobView:
         return JobView.model_validate(await self._request("GET", _job_path(job_id)))
@@ -155,9 +173,13 @@ class FormyClient:
         return Upload.model_validate(await self._request("POST", "/api/uploads", data=form))
 
     async def download(self, job_id: str, folder: str | os.PathLike[str]) -> builtins.list[Path]:
-        """Stream every output of the job into `folder` (created if needed); their paths."""
+        """Stream every output of the job into `folder/<job id>/` (created if needed); their paths.
+
+        Jobs of one workflow name their outputs alike (`9_1.png`), hence a folder per job; and
+        an existing file is never replaced: a second copy is saved as `9_1-2.png`.
+        """
         job = await self.get(job_id)
-        target = Path(folder)
+        target = Path(folder) / Path(job.id).name  # the server's id: never outside the folder
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
         return [await self._download(output, target) for output in job.outputs]
 
@@ -289,6 +311,7 @@ class FormyClient:
         query: Mapping[str, str] | None = None,
         json_body: Any = None,
         data: aiohttp.FormData | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         session = self._http()
         try:
@@ -298,7 +321,7 @@ class FormyClient:
                 params=query,
                 json=json_body,
                 data=data,
-                headers=self._headers,
+                headers={**self._headers, **(headers or {})},
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as resp:
                 status, body = resp.status, await resp.read()
@@ -313,7 +336,7 @@ class FormyClient:
             raise FormyAPIError(status, "invalid_response", "the answer is not JSON") from None
 
     async def _download(self, output: OutputFile, folder: Path) -> Path:
-        target = folder / Path(output.filename).name  # never outside the folder
+        target = await asyncio.to_thread(_claim, folder / Path(output.filename).name)
         partial = target.with_name(target.name + ".part")
         url = output.url if "://" in output.url else self.url + output.url
         timeout = aiohttp.ClientTimeout(
@@ -328,11 +351,24 @@ class FormyClient:
                         await asyncio.to_thread(file.write, chunk)
         except BaseException as exc:
             await asyncio.to_thread(partial.unlink, missing_ok=True)
+            await asyncio.to_thread(target.unlink, missing_ok=True)  # the empty claim
             if isinstance(exc, aiohttp.ClientError | TimeoutError):
                 raise FormyConnectionError(f"GET {url}: {_describe(exc)}") from exc
             raise
         await asyncio.to_thread(partial.replace, target)
         return target
+
+
+def _claim(wanted: Path) -> Path:
+    """An empty file at `wanted`, or at `<stem>-2<suffix>`, -3 … when taken: never another's."""
+    for n in itertools.count(1):
+        path = wanted if n == 1 else wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+        try:
+            path.open("xb").close()  # exclusive: two downloads at once cannot pick one name
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
 
 
 class _WebSocketRefused(Exception):

@@ -11,9 +11,9 @@ from typing import Any
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from ..errors import JobNotFound, RateLimited, TooManyJobs
+from ..errors import JobNotFound, RateLimited, RedisUnavailable, TooManyJobs
 from ..models import EVENT_ADAPTER, FINAL_STATUSES, Event, Job
-from . import counters, keys
+from . import claims, counters, keys
 from .queue import ENQUEUE_ARGS, ENQUEUE_KEYS, ENQUEUE_LUA, NO_RUN, QueueEntry
 from .scripts import Script
 
@@ -27,6 +27,9 @@ from .scripts import Script
 # Creating a job (`index_score` set) counts a submission in its user's minute and fails with -2
 # over the rate limit, or with -1 when its user already has `user_limit` jobs not yet final; else
 # it may queue the job's run in the same step, so that a job is never stored without being queued.
+# A write with a `deadline_ms` (Redis's clock) that reaches Redis after it does nothing and
+# answers -3: its caller has answered that it failed, so it must not happen later (a paused
+# Redis runs what waited in its socket when it resumes).
 # The extra arguments are (metric field, amount) pairs; an amount with a "." or an exponent is a
 # float.
 _APPEND_KEYS = (
@@ -56,12 +59,19 @@ _APPEND_ARGS = (
     "now",
     "user_limit",
     "minute_limit",
+    "deadline_ms",
     *ENQUEUE_ARGS,
 )
 _APPEND = (
     """
 local last = redis.call('GET', last_key)
 if last and string.sub(last, 1, 32) == event_id then return tonumber(string.sub(last, 34)) end
+if deadline_ms ~= '' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(deadline_ms) then
+    return -3
+  end
+end
 if redis.call('EXISTS', final_key) == 1 then return 0 end
 if minute_limit ~= '' then
   local count = redis.call('INCR', window_key)
@@ -105,7 +115,9 @@ redis.call('PUBLISH', channel, event)
 return seq
 """
 )
-_TOO_MANY_JOBS, _RATE_LIMITED = -1, -2
+_TOO_MANY_JOBS, _RATE_LIMITED, _TOO_LATE = -1, -2, -3
+#: how often the difference between this clock and Redis's is measured again
+CLOCK_CHECK = 300.0
 
 _SEQ_PLACEHOLDER = '"seq":0,'
 
@@ -154,6 +166,19 @@ class JobStore:
         self.redis = redis
         self.ttl = ttl
         self._append = Script(redis, _APPEND_KEYS, _APPEND_ARGS, _APPEND)
+        self._create_claiming = claims.wrap(redis, _APPEND_KEYS, _APPEND_ARGS, _APPEND)
+        self._clock_offset = 0.0  # Redis's clock minus ours, in seconds
+        self._clock_checked = -CLOCK_CHECK
+
+    async def _redis_time(self, t: float) -> float:
+        """`t` (this machine's Unix time) on Redis's clock."""
+        if time.monotonic() - self._clock_checked > CLOCK_CHECK:
+            before = time.time()
+            seconds, micros = await self.redis.time()
+            after = time.time()
+            self._clock_offset = seconds + micros / 1e6 - (before + after) / 2
+            self._clock_checked = time.monotonic()
+        return t + self._clock_offset
 
     async def get(self, job_id: str) -> Job:
         raw = await self.redis.get(keys.job(job_id))
@@ -172,16 +197,23 @@ class JobStore:
         event: Event,
         quota: Quota | None = None,
         queue: QueueEntry | None = None,
+        *,
+        deadline: float | None = None,
+        claiming: claims.Claims | None = None,
     ) -> int:
         """Store a new job with its first event, within its user's `quota`, and put `queue` (its
-        run) on arq's queue in the same step.
+        run) on arq's queue in the same step; not at all if it reaches Redis after `deadline`
+        (Unix time), which raises RedisUnavailable. With `claiming`, what it claims is checked
+        first and taken with it (see `claims`: it may raise DuplicateSubmission instead).
 
         Over the quota, TooManyRequests says which limit, and nothing is written (but the
         submission counts against the rate: a client hammering a full quota stays limited).
         """
         quota = quota or Quota()
         now = time.time()
-        seq = await self._write(job, event, quota=quota, queue=queue, now=now)
+        seq = await self._write(
+            job, event, quota=quota, queue=queue, now=now, deadline=deadline, claiming=claiming
+        )
         if seq == _RATE_LIMITED:
             raise RateLimited(
                 f"more than {quota.per_minute} submissions in a minute; try again shortly",
@@ -194,13 +226,15 @@ class JobStore:
             )
         return seq
 
-    async def append(self, job: Job, event: Event) -> int:
+    async def append(self, job: Job, event: Event, *, deadline: float | None = None) -> int:
         """Store `job` and append `event` (whose status and progress are taken from `job`).
 
         Returns the event's sequence number; 0 when the job was already final: nothing is
-        written.
+        written. A `deadline` works as for `create`.
         """
-        return await self._write(job, event, quota=None, queue=None, now=time.time())
+        return await self._write(
+            job, event, quota=None, queue=None, now=time.time(), deadline=deadline
+        )
 
     async def _write(
         self,
@@ -210,6 +244,8 @@ class JobStore:
         quota: Quota | None,
         queue: QueueEntry | None,
         now: float,
+        deadline: float | None = None,
+        claiming: claims.Claims | None = None,
     ) -> int:
         event.status = job.status
         event.progress = job.progress
@@ -248,10 +284,18 @@ class JobStore:
             "now": repr(now),
             "user_limit": _limit(quota.jobs if quota else None),
             "minute_limit": _limit(quota.per_minute if quota else None),
+            "deadline_ms": "" if deadline is None else int(await self._redis_time(deadline) * 1000),
             **run.args,
         }
         metric_args = [part for field, amount in counts for part in (field, repr(amount))]
-        seq = int(await self._append(script_keys, script_args, extra_args=metric_args))
+        script = self._append
+        if claiming is not None:
+            script = self._create_claiming
+            script_keys.update(claiming.keys)
+            script_args.update(claiming.args)
+        seq = claims.settled(await script(script_keys, script_args, extra_args=metric_args))
+        if seq == _TOO_LATE:
+            raise RedisUnavailable("Redis answered too late; nothing was done: try again")
         event.seq = max(seq, 0)
         return seq
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import weakref
 from collections.abc import AsyncIterator, Callable
 
@@ -19,19 +21,23 @@ from ..store.hub import EventHub
 from ..store.jobs import JobStore
 from ..store.lifecycle import Lifecycle
 from ..store.queue import RunQueue
+from ..store.reuse import ReuseStore
 from ..store.status import ServiceStatus
 from ..store.uploads import UploadStore
 from ..workflows import Catalogue
-from . import catalog, events, health, jobs, outputs, page, stats, uploads, ws
+from . import catalog, events, health, jobs, openapi, outputs, page, stats, uploads, ws
 from .context import (
     CATALOGUE,
+    CLOSING,
     COMFY,
+    FOLLOWERS,
     HTTP,
     HUB,
     LIFECYCLE,
     MODELS,
     QUEUE,
     REDIS,
+    REUSE,
     SETTINGS,
     SOCKETS,
     STATUS,
@@ -41,7 +47,9 @@ from .context import (
     UPLOADS,
 )
 from .errors import error_middleware
+from .followers import FollowerWatch
 from .metrics import setup_metrics
+from .reuse import settle_followers
 from .security import auth_middleware, cors_middleware
 
 Context = Callable[[web.Application], AsyncIterator[None]]
@@ -63,12 +71,15 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app[CATALOGUE] = Catalogue.load(settings.workflows_dir)
     app[TOKENS] = TokenVerifier(settings.secret_key)
     app[SOCKETS] = weakref.WeakSet()
+    app[CLOSING] = asyncio.Event()
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(_hub_ctx)
+    app.cleanup_ctx.append(_followers_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_comfy_ctx)
     app.on_shutdown.append(_close_websockets)
-    for module in (jobs, events, outputs, uploads, catalog, stats, health, page):
+    app.on_shutdown.append(_end_streams)
+    for module in (jobs, events, outputs, uploads, catalog, stats, health, page, openapi):
         app.add_routes(module.routes)
     setup_metrics(app)
     app.router.add_get("/ws", ws.websocket)
@@ -78,13 +89,14 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
 def _redis_ctx(injected: Redis | None) -> Context:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
-        redis = injected if injected is not None else redis_from_settings(settings)
+        redis = injected if injected is not None else redis_from_settings(settings, patient=False)
         app[REDIS] = redis
         app[STORE] = JobStore(redis, ttl=settings.job_ttl)
         app[LIFECYCLE] = Lifecycle(app[STORE])
         app[QUEUE] = RunQueue(redis)
         app[UPLOADS] = UploadStore(redis, ttl=settings.inputs_ttl)
         app[STATUS] = ServiceStatus(redis, settings.backends)
+        app[REUSE] = ReuseStore(redis)
         yield
         if injected is None:
             await redis.aclose()
@@ -98,6 +110,18 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     yield
     await hub.aclose()
+
+
+async def _followers_ctx(app: web.Application) -> AsyncIterator[None]:
+    watch = FollowerWatch(app[HUB], app[REUSE], functools.partial(settle_followers, app))
+    watch.start()
+    app[FOLLOWERS] = watch
+    yield
+    await watch.aclose()
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[CLOSING].set()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 
 import aiohttp
@@ -17,9 +18,11 @@ from ..store.hub import EventHub
 from ..store.jobs import JobStore
 from ..store.lifecycle import Lifecycle
 from ..store.queue import RunQueue
+from ..store.reuse import ReuseStore
 from ..store.status import ServiceStatus
 from ..store.uploads import UploadStore
 from ..workflows import Catalogue
+from .followers import FollowerWatch
 from .instruments import WebMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -39,6 +42,10 @@ MODELS = web.AppKey("models", ModelsCache)
 METRICS = web.AppKey("metrics", WebMetrics)
 TOKENS = web.AppKey("tokens", TokenVerifier)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+REUSE = web.AppKey("reuse", ReuseStore)
+FOLLOWERS = web.AppKey("followers", FollowerWatch)
+#: set when the app shuts down: Server-Sent Events streams end (their clients reconnect)
+CLOSING = web.AppKey("closing", asyncio.Event)
 
 IDENTITY = web.RequestKey("identity", Identity)
 #: set when the request's signed URL stood in for a token

@@ -2,38 +2,45 @@
 
 from __future__ import annotations
 
-import json
+import time
 import uuid
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import (
     AdminRequired,
     InvalidBody,
     InvalidQuery,
     JobFinished,
-    JsonTooDeep,
-    MalformedJson,
     PriorityNotAllowed,
     TimeLimitTooLong,
     UnknownUpload,
     WebhooksNotConfigured,
 )
 from ..models import Job, JobStatus, SubmitJob, Submitted
+from ..store.claims import DuplicateSubmission
+from ..store.connections import WEB_WRITE_WINDOW
 from ..store.jobs import Quota
 from ..store.queue import queue_entry
 from ..store.signals import request_cancel
 from ..webhook_urls import check_webhook_url
 from ..workflows import Workflow, check_raw_graph
+from .bodies import read_json
 from .context import CATALOGUE, LIFECYCLE, MODELS, QUEUE, REDIS, SETTINGS, STORE, UPLOADS
 from .errors import validation_summary
+from .fetch import with_fetched_inputs
+from .idempotency import claims_of, earlier_answer, replayed
+from .reuse import Submission, fingerprint, store_reusable
 from .security import caller, owned_job, view_of
 
 routes = web.RouteTableDef()
 
-MAX_JSON_DEPTH = 20
+
+def _deadline() -> float:
+    """When a write this request makes must have reached Redis, or not happen at all."""
+    return time.time() + WEB_WRITE_WINDOW
 
 
 def json_response(model: BaseModel, status: int = 200, **kwargs: Any) -> web.Response:
@@ -42,36 +49,15 @@ def json_response(model: BaseModel, status: int = 200, **kwargs: Any) -> web.Res
     )
 
 
-async def read_json(request: web.Request) -> Any:
-    """The body as JSON (the app bounds its size); nesting deeper than MAX_JSON_DEPTH refused."""
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
-    if _depth(body) > MAX_JSON_DEPTH:
-        raise JsonTooDeep(f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep")
-    return body
-
-
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        deepest = max(deepest, level)
-        if deepest > MAX_JSON_DEPTH:
-            break
-        if isinstance(item, dict):
-            stack.extend((v, level + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, level + 1) for v in item)
-    return deepest
-
-
 @routes.post("/api/jobs")
 async def submit_job(request: web.Request) -> web.Response:
     identity = caller(request)
+    raw = await read_json(request)
+    claims = claims_of(request, identity.user, raw)  # an Idempotency-Key, if any
+    if (earlier := await earlier_answer(request, claims)) is not None:
+        return earlier
     try:
-        body = SubmitJob.model_validate(await read_json(request))
+        body = SubmitJob.model_validate(raw)
     except ValidationError as exc:
         raise InvalidBody(
             'the body must be {"workflow": name, "params": {...}} or {"graph": {...}}: '
@@ -96,11 +82,28 @@ async def submit_job(request: web.Request) -> web.Response:
         jobs=settings.max_concurrent_tasks_per_user, per_minute=settings.submissions_per_minute
     )
     run = queue_entry(job, expires=settings.job_ttl)
-    await request.app[STORE].create(
-        job, Submitted(job_id=job.id, workflow=job.workflow), quota, run
-    )
+    try:
+        await _store(request, Submission(job, quota, run, claims, _deadline()), body.reuse)
+    except DuplicateSubmission as duplicate:  # the same key and body, a moment earlier
+        return await replayed(request, duplicate.job_id)
     view = view_of(request, job)
     return json_response(view, status=202, headers={"Location": view.links["self"]})
+
+
+async def _store(request: web.Request, sub: Submission, reuse: bool | None) -> None:
+    """Store (and queue) the job; a reusable one (the request's `reuse`, else its manifest's)
+    may finish at once or follow another."""
+    job = sub.job
+    if job.graph is None:
+        workflow = request.app[CATALOGUE].get_or_raise(job.workflow)
+        if workflow.manifest.reuse if reuse is None else reuse:
+            fp = await fingerprint(request.app, workflow, job.params)
+            await store_reusable(request, sub, fp)
+            return
+    event = Submitted(job_id=job.id, workflow=job.workflow)
+    await request.app[STORE].create(
+        job, event, sub.quota, sub.run, deadline=sub.deadline, claiming=sub.claims
+    )
 
 
 async def _job_from(request: web.Request, body: SubmitJob, user: str, admin: bool) -> Job:
@@ -118,7 +121,7 @@ async def _job_from(request: web.Request, body: SubmitJob, user: str, admin: boo
             time_limit=body.time_limit,
         )
     workflow = request.app[CATALOGUE].get_or_raise(body.workflow or "")
-    params = workflow.resolve(body.params)
+    params = workflow.resolve(await with_fetched_inputs(request, workflow, body.params, user))
     await _check_references(request, workflow, params, user)
     return Job(
         id=job_id, user=user, workflow=workflow.name, params=params, time_limit=body.time_limit
@@ -128,8 +131,10 @@ async def _job_from(request: web.Request, body: SubmitJob, user: str, admin: boo
 async def _check_references(
     request: web.Request, workflow: Workflow, params: dict[str, Any], user: str
 ) -> None:
-    """Uploads the params name are the caller's; models they name are on a ComfyUI backend."""
+    """Uploads the params name are the caller's, positions lie inside them (as their records
+    give their sizes), and models they name are on a ComfyUI backend."""
     uploads = request.app[UPLOADS]
+    sizes: dict[str, tuple[int, int]] = {}
     for param in workflow.image_params():
         upload_id = params.get(param)
         if upload_id is None:
@@ -140,6 +145,8 @@ async def _check_references(
                 f"{param}: no upload with id {upload_id!r} (it may have expired)",
                 details=[{"param": param, "type": "upload_not_found"}],
             )
+        sizes[param] = (upload.width, upload.height)
+    workflow.check_within(params, sizes)
     await request.app[MODELS].check(workflow, params)
 
 
@@ -169,9 +176,12 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 class _ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt parameter is said, not ignored
+
     status: JobStatus | None = None
     limit: int = Field(20, ge=1, le=100)
-    cursor: float | None = None
+    # a position in the newest-first order: any finite number is one (`(nan` would be a 500)
+    cursor: float | None = Field(None, allow_inf_nan=False)
 
 
 def _list_query(request: web.Request) -> _ListQuery:
@@ -189,7 +199,7 @@ async def cancel_job(request: web.Request) -> web.Response:
         raise JobFinished(f"job {job.id} is already {job.status}")
     ttl = request.app[SETTINGS].job_ttl
     if job.status == "pending":
-        if await request.app[LIFECYCLE].cancel(job):
+        if await request.app[LIFECYCLE].cancel(job, deadline=_deadline()):
             # a worker that picked the job up meanwhile sees it final and stops its prompt
             await request_cancel(request.app[REDIS], job.id, ttl)
             await request.app[QUEUE].enqueue_webhook(job)

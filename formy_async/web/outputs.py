@@ -32,7 +32,7 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     if output is None:
         raise OutputNotFound(f"job {job.id} has no output {filename!r}")
     storage = request.app[STORAGE]
-    key = output_key(job.id, filename)
+    key = output_key(job.files_of, filename)  # a reused job's are the first job's files
     headers = {
         "Cache-Control": "private, max-age=86400",
         "Content-Type": output.content_type,

@@ -16,12 +16,19 @@ from .context import IDENTITY, SETTINGS, SIGNED, STORE, TOKENS
 
 #: GET routes an `<img src>` reaches: a valid signature stands in for the bearer token
 _SIGNABLE = re.compile(r"^/api/(jobs/[^/]+/(outputs/[^/]+|preview)|uploads/[^/]+)$")
+#: the API's OpenAPI description: public, as documentation is
+PUBLIC_DESCRIPTION = "/api/openapi.json"
+#: the GET route a browser's EventSource opens: its token may come as `?token=`, as the
+#: WebSocket's does
+_STREAMABLE = re.compile(r"^/api/jobs/[^/]+/events$")
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every `/api/*` request carries a valid token (or, for images, a valid signature)."""
     if not request.path.startswith("/api/") or request.method == "OPTIONS":
+        return await handler(request)
+    if request.path == PUBLIC_DESCRIPTION:
         return await handler(request)
     secret = request.app[SETTINGS].secret_key
     if "sig" in request.query and request.method == "GET" and _SIGNABLE.match(request.path):
@@ -31,7 +38,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise SignatureInvalid("the signed URL is invalid or has expired")
         request[SIGNED] = True
         return await handler(request)
-    request[IDENTITY] = request.app[TOKENS](bearer(request.headers.get("Authorization")))
+    token = bearer(request.headers.get("Authorization"))
+    if not token and _STREAMABLE.match(request.path) and "token" in request.query:
+        token = request.query["token"]  # an EventSource cannot send headers
+    request[IDENTITY] = request.app[TOKENS](token)
     return await handler(request)
 
 
@@ -100,8 +110,11 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if allowed and origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed"
         if request.method == "OPTIONS":
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+            )
             response.headers["Access-Control-Max-Age"] = "600"
     return response

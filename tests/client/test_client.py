@@ -274,15 +274,41 @@ async def test_upload_returns_the_stored_image(client: FormyClient, tmp_path: Pa
     assert upload.url == f"/api/uploads/{upload.id}"
 
 
-async def test_download_saves_every_output_into_the_folder(
+async def test_download_saves_every_output_into_a_folder_of_the_job(
     client: FormyClient, tmp_path: Path
 ) -> None:
     job = await client.wait((await client.submit("text_to_image", **SMALL, batch_size=2)).id)
     paths = await client.download(job.id, tmp_path / "saved")
+    assert {p.parent for p in paths} == {tmp_path / "saved" / job.id}
     assert sorted(p.name for p in paths) == sorted(o.filename for o in job.outputs)
     for path, output in zip(paths, job.outputs, strict=True):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size == output.size
+
+
+async def test_downloads_of_two_jobs_with_like_named_outputs_keep_both(
+    client: FormyClient, tmp_path: Path
+) -> None:
+    first, second = [
+        await client.wait((await client.submit("text_to_image", **SMALL)).id) for _ in range(2)
+    ]
+    assert first.outputs[0].filename == second.outputs[0].filename  # why a folder per job
+    (one,) = await client.download(first.id, tmp_path)
+    (other,) = await client.download(second.id, tmp_path)
+    assert one != other
+    assert one.exists() and other.exists()
+
+
+async def test_downloading_a_job_again_never_replaces_a_file(
+    client: FormyClient, tmp_path: Path
+) -> None:
+    job = await client.wait((await client.submit("text_to_image", **SMALL)).id)
+    (saved,) = await client.download(job.id, tmp_path)
+    saved.write_bytes(b"edited by hand")
+    (again,) = await client.download(job.id, tmp_path)
+    assert again == saved.with_name(f"{saved.stem}-2{saved.suffix}")
+    assert saved.read_bytes() == b"edited by hand"
+    assert again.read_bytes()[:4] == b"\x89PNG"
 
 
 # --- events -----------------------------------------------------------------------------------

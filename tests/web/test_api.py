@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from formy_async.embedded import Stack
+from formy_async.store.jobs import JobStore
 
 from ..conftest import ADMIN_TOKEN
 from ..helpers import api_session, follow, get_json, submit
@@ -42,6 +43,7 @@ PUBLIC_FIELDS = {
     "outputs",
     "texts",
     "error",
+    "reused_from",
     "links",
 }
 
@@ -187,3 +189,22 @@ async def test_websocket_refuses_bad_messages_and_unknown_jobs(fake_stack: Stack
         assert (await ws.receive_json())["error"]["code"] == "job_not_found"
         await ws.send_json({"type": "subscribe", "job_id": "x", "after": -1})
         assert (await ws.receive_json())["error"]["code"] == "bad_message"
+
+
+async def test_a_message_the_server_fails_on_gets_an_error_on_a_socket_that_stays_open(
+    fake_stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: JobStore, job_id: str) -> str | None:
+        raise RuntimeError("the store broke")
+
+    async with api_session() as session, session.ws_connect(fake_stack.url + "/ws") as ws:
+        monkeypatch.setattr(JobStore, "owner", broken)
+        await ws.send_json({"type": "subscribe", "job_id": "x"})
+        failed = await ws.receive_json(timeout=10)
+        monkeypatch.undo()
+        await ws.send_json({"type": "subscribe", "job_id": "nope"})
+        answered = await ws.receive_json(timeout=10)
+    assert (failed["error"]["code"], answered["error"]["code"]) == (
+        "internal_error",
+        "job_not_found",
+    )
