@@ -113,7 +113,7 @@ class Slots:
                     *(keys.backend_slots(s.url) for s in specs),
                     *(keys.backend_down(s.url) for s in specs),
                 ],
-                extra_args=[s.capacity for s in specs],
+                extra_args=[s.slots for s in specs],
             )
         )
         return granted - 1 if granted else None

@@ -37,6 +37,7 @@ async def backends(request: web.Request) -> web.Response:
                 "url": spec.label,
                 "healthy": state.healthy,
                 "capacity": spec.capacity,
+                "ahead": spec.ahead,
                 "labels": sorted(spec.labels),
                 "running": state.running,
                 "queue": queue,

@@ -12,7 +12,12 @@ from arq import Retry
 
 from ..auth import sign_url
 from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
-from ..comfy.messages import Executing, ExecutionCached, PreviewImage, ProgressStep
+from ..comfy.messages import (
+    Executing,
+    ExecutionCached,
+    PreviewImage,
+    ProgressStep,
+)
 from ..errors import (
     ComfyError,
     ComfyInterrupted,
@@ -48,6 +53,8 @@ class JobRun:
         self.log = log.bind(job_id=job.id, workflow=job.workflow, user=job.user)
         self._last_preview = 0.0
         self._previews = 0
+        self._limit: asyncio.Timeout | None = None
+        self._begun = False
 
     @staticmethod
     def recorded(appended: bool, job: Job) -> None:
@@ -58,12 +65,14 @@ class JobRun:
     # --- the attempt, raced against cancellation and the time limit ---------------------------
 
     async def run(self, cancelled: asyncio.Event) -> None:
-        limit = self.job.time_limit or self.workflow.manifest.time_limit
+        limit = self.time_limit
+        # until ComfyUI starts it, the prompt may wait behind others, each within its own limit
+        waiting = limit + self.wc.settings.job_timeout
         work = asyncio.create_task(self.execute(), name=f"job-{self.job.id}")
         waiter = asyncio.create_task(cancelled.wait())
         lifecycle = self.wc.lifecycle
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(waiting) as self._limit:
                 await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             await self.stop(work)
@@ -141,6 +150,8 @@ class JobRun:
     async def follow(self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
         async for message in self.comfy.run(graph, prompt_id, socket):
+            if not self._begun:  # execution_start, or whatever came first after a reconnect
+                self.executing()
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
             elif isinstance(message, Executing) and message.node is not None:
@@ -150,6 +161,17 @@ class JobRun:
                 await self.progress(graph, message.node, percent, message.value, message.max)
             elif isinstance(message, PreviewImage):
                 await self.preview(message)
+
+    @property
+    def time_limit(self) -> float:
+        return self.job.time_limit or self.workflow.manifest.time_limit
+
+    def executing(self) -> None:
+        """ComfyUI began this prompt: its time limit counts from now, not from when it was
+        queued behind another prompt (see BackendSpec.ahead)."""
+        self._begun = True
+        if self._limit is not None:
+            self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)
 
     async def progress(
         self, graph: dict[str, Any], node: str, percent: int, value: float, maximum: float

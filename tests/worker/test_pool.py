@@ -23,15 +23,25 @@ pytestmark = pytest.mark.redis
 
 
 def test_comfyui_url_lists_backends_with_capacity_and_labels() -> None:
-    specs = parse_backends("http://gpu1:8188#capacity=2&labels=sdxl|flux, http://gpu2:8188/")
-    assert [(s.url, s.capacity, sorted(s.labels)) for s in specs] == [
-        ("http://gpu1:8188", 2, ["flux", "sdxl"]),
-        ("http://gpu2:8188", 1, []),
+    specs = parse_backends(
+        "http://gpu1:8188#capacity=2&ahead=0&labels=sdxl|flux, http://gpu2:8188/"
+    )
+    assert [(s.url, s.capacity, s.ahead, sorted(s.labels)) for s in specs] == [
+        ("http://gpu1:8188", 2, 0, ["flux", "sdxl"]),
+        ("http://gpu2:8188", 1, 1, []),
     ]
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "ftp://x", "http://a#capacity=0", "http://a#colour=red", "http://a, http://a"]
+    "bad",
+    [
+        "",
+        "ftp://x",
+        "http://a#capacity=0",
+        "http://a#ahead=-1",
+        "http://a#colour=red",
+        "http://a, http://a",
+    ],
 )
 def test_a_bad_backend_list_stops_start_up(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -71,8 +81,10 @@ async def test_jobs_spread_over_backends_and_never_exceed_capacity(
     make_stack: StackFactory,
 ) -> None:
     async with simulators(3) as urls:
-        capacities = [1, 2, 1]
-        pool = ", ".join(f"{u}#capacity={c}" for u, c in zip(urls, capacities, strict=True))
+        capacities, aheads = [1, 2, 1], [1, 0, 0]
+        pool = ", ".join(
+            f"{u}#capacity={c}&ahead={a}" for u, c, a in zip(urls, capacities, aheads, strict=True)
+        )
         async with (
             make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=pool) as stack,
             api_session() as session,
@@ -91,14 +103,14 @@ async def test_jobs_spread_over_backends_and_never_exceed_capacity(
                     (await get_json(admin, f"{stack.url}/api/jobs/{j['id']}"))[1] for j in jobs
                 ]
     assert all(events[-1]["type"] == "done" for events in streams)
-    assert all(most[u] <= c for u, c in zip(urls, capacities, strict=True)), most
+    assert all(most[u] <= c + a for u, c, a in zip(urls, capacities, aheads, strict=True)), most
     assert {r["backend"] for r in records} == set(urls)
 
 
 async def test_a_busy_pool_keeps_jobs_waiting_in_our_queue(make_stack: StackFactory) -> None:
     async with (
         simulators(1) as (url,),
-        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=url) as stack,
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#ahead=0") as stack,
         api_session() as session,
     ):
         jobs = [
@@ -113,10 +125,49 @@ async def test_a_busy_pool_keeps_jobs_waiting_in_our_queue(make_stack: StackFact
     assert sorted(statuses) == ["pending", "pending", "processing"]
 
 
-async def test_higher_priority_gets_the_one_slot_first(make_stack: StackFactory) -> None:
+async def test_a_busy_backend_has_the_next_prompt_queued_ahead(make_stack: StackFactory) -> None:
     async with (
         simulators(1) as (url,),
         make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=url) as stack,
+        api_session() as session,
+    ):
+        jobs = [
+            await submit(session, stack.url, "slow", steps=20, delay=0.03, color=i)
+            for i in range(3)
+        ]
+        await wait_until(lambda: _queue_remaining(session, url, 2))
+        statuses = [await job_status(session, stack.url, j["id"]) for j in jobs]
+        await run_all(stack.url, jobs, session)
+    assert sorted(statuses) == ["pending", "processing", "processing"]
+
+
+async def test_a_prompt_queued_ahead_has_its_time_limit_from_when_comfyui_starts_it(
+    make_stack: StackFactory,
+) -> None:
+    async with (
+        simulators(1) as (url,),
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=url) as stack,
+        api_session() as session,
+    ):
+        first = await submit(session, stack.url, "slow", steps=40, delay=0.03)  # ~1.2 s
+        await wait_until(lambda: _any_processing(session, stack.url, [first]))
+        body = {"workflow": "slow", "params": {"steps": 2, "delay": 0.03}, "time_limit": 0.8}
+        async with session.post(f"{stack.url}/api/jobs", json=body) as r:
+            behind = await r.json()
+        await wait_until(lambda: _queue_remaining(session, url, 2))  # it waits on ComfyUI
+        events = await follow(session, stack.url, behind["id"], timeout=30)
+    assert events[-1]["type"] == "done", events[-1]
+
+
+async def _queue_remaining(session: Any, url: str, count: int) -> bool:
+    _, comfy = await get_json(session, f"{url}/prompt")
+    return bool(comfy["exec_info"]["queue_remaining"] == count)
+
+
+async def test_higher_priority_gets_the_one_slot_first(make_stack: StackFactory) -> None:
+    async with (
+        simulators(1) as (url,),
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#ahead=0") as stack,
         api_session(ADMIN_TOKEN) as session,
     ):
         blocker = await submit(session, stack.url, "slow", steps=20, delay=0.03)
@@ -189,9 +240,10 @@ async def test_two_worker_processes_honour_one_shared_capacity(
     redis_url: str, tmp_path: Path
 ) -> None:
     async with simulators(1) as (url,):
-        env = worker_env(redis_url, url, tmp_path)
+        pool = f"{url}#capacity=1&ahead=1"
+        env = worker_env(redis_url, pool, tmp_path)
         async with (
-            web_only(redis_url, url, tmp_path) as base,
+            web_only(redis_url, pool, tmp_path) as base,
             api_session() as session,
             worker_process(env),
             worker_process(env),
@@ -205,4 +257,4 @@ async def test_two_worker_processes_honour_one_shared_capacity(
             stop.set()
             most = await watcher
     assert all(events[-1]["type"] == "done" for events in streams)
-    assert most[url] == 1
+    assert most[url] == 2  # one running, one queued ahead: never more
