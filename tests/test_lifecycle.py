@@ -95,8 +95,12 @@ async def test_cancel_interrupts_only_that_prompt_on_comfyui(
         await post(session, f"{stack.url}/api/jobs/{victim['id']}/cancel")
         assert (await follow(session, stack.url, victim["id"]))[-1]["type"] == "cancelled"
         assert (await follow(session, stack.url, other["id"]))[-1]["type"] == "done"
-        _, queue = await get_json(session, f"{simulator_url}/queue")
-    assert queue == {"queue_running": [], "queue_pending": []}
+
+        async def comfyui_idle() -> bool:  # an interrupt takes effect at ComfyUI's next step
+            _, queue = await get_json(session, f"{simulator_url}/queue")
+            return bool(queue == {"queue_running": [], "queue_pending": []})
+
+        await wait_until(comfyui_idle, timeout=5)
 
 
 async def test_cancelling_a_finished_job_is_409(make_stack: StackFactory) -> None:
