@@ -21,13 +21,13 @@ class BackendSpec(BaseModel):
     url: str
     capacity: int = Field(1, ge=1, le=64)
     # prompts queued on ComfyUI ahead of time, so that it starts the next the moment one ends
-    ahead: int = Field(1, ge=0, le=8)
+    lookahead: int = Field(1, ge=0, le=8)
     labels: frozenset[str] = frozenset()
 
     @property
     def slots(self) -> int:
         """Prompts the pool lets the server hold: running and queued ahead."""
-        return self.capacity + self.ahead
+        return self.capacity + self.lookahead
 
     @property
     def label(self) -> str:
@@ -36,21 +36,21 @@ class BackendSpec(BaseModel):
 
 
 def parse_backends(value: str) -> list[BackendSpec]:
-    """`http://gpu1:8188#capacity=2&ahead=1&labels=sdxl|flux, http://gpu2:8188` → specs."""
+    """`http://gpu1:8188#capacity=2&lookahead=1&labels=sdxl|flux, http://gpu2:8188` → specs."""
     specs = []
     for entry in (part.strip() for part in value.split(",")):
         if not entry:
             continue
         url, _, options = entry.partition("#")
         fields = dict(parse_qsl(options, keep_blank_values=True))
-        unknown = set(fields) - {"capacity", "ahead", "labels"}
+        unknown = set(fields) - {"capacity", "lookahead", "labels"}
         if unknown:
             raise ValueError(f"unknown backend options {sorted(unknown)} in {entry!r}")
         specs.append(
             BackendSpec(
                 url=str(HttpUrl(url)).rstrip("/"),
                 capacity=int(fields.get("capacity", "1")),
-                ahead=int(fields.get("ahead", "1")),
+                lookahead=int(fields.get("lookahead", "1")),
                 labels=frozenset(x for x in fields.get("labels", "").split("|") if x),
             )
         )
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8188",
         validation_alias=_env("COMFYUI_URL"),
         description="One or more ComfyUI servers, comma-separated, each optionally "
-        "`#capacity=N&ahead=M&labels=a|b`. Unset under `formy-async run`: the simulator.",
+        "`#capacity=N&lookahead=M&labels=a|b`. Unset under `formy-async run`: the simulator.",
     )
     host: str = Field("0.0.0.0", validation_alias=_env("HOST"))
     port: int = Field(8080, ge=1, le=65535, validation_alias=_env("PORT"))

@@ -37,7 +37,7 @@ async def backends(request: web.Request) -> web.Response:
                 "url": spec.label,
                 "healthy": state.healthy,
                 "capacity": spec.capacity,
-                "ahead": spec.ahead,
+                "lookahead": spec.lookahead,
                 "labels": sorted(spec.labels),
                 "running": state.running,
                 "queue": queue,

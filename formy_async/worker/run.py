@@ -168,7 +168,7 @@ class JobRun:
 
     def executing(self) -> None:
         """ComfyUI began this prompt: its time limit counts from now, not from when it was
-        queued behind another prompt (see BackendSpec.ahead)."""
+        queued behind another prompt (see BackendSpec.lookahead)."""
         self._begun = True
         if self._limit is not None:
             self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)

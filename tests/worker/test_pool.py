@@ -24,9 +24,9 @@ pytestmark = pytest.mark.redis
 
 def test_comfyui_url_lists_backends_with_capacity_and_labels() -> None:
     specs = parse_backends(
-        "http://gpu1:8188#capacity=2&ahead=0&labels=sdxl|flux, http://gpu2:8188/"
+        "http://gpu1:8188#capacity=2&lookahead=0&labels=sdxl|flux, http://gpu2:8188/"
     )
-    assert [(s.url, s.capacity, s.ahead, sorted(s.labels)) for s in specs] == [
+    assert [(s.url, s.capacity, s.lookahead, sorted(s.labels)) for s in specs] == [
         ("http://gpu1:8188", 2, 0, ["flux", "sdxl"]),
         ("http://gpu2:8188", 1, 1, []),
     ]
@@ -38,7 +38,7 @@ def test_comfyui_url_lists_backends_with_capacity_and_labels() -> None:
         "",
         "ftp://x",
         "http://a#capacity=0",
-        "http://a#ahead=-1",
+        "http://a#lookahead=-1",
         "http://a#colour=red",
         "http://a, http://a",
     ],
@@ -83,7 +83,8 @@ async def test_jobs_spread_over_backends_and_never_exceed_capacity(
     async with simulators(3) as urls:
         capacities, aheads = [1, 2, 1], [1, 0, 0]
         pool = ", ".join(
-            f"{u}#capacity={c}&ahead={a}" for u, c, a in zip(urls, capacities, aheads, strict=True)
+            f"{u}#capacity={c}&lookahead={a}"
+            for u, c, a in zip(urls, capacities, aheads, strict=True)
         )
         async with (
             make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=pool) as stack,
@@ -110,7 +111,7 @@ async def test_jobs_spread_over_backends_and_never_exceed_capacity(
 async def test_a_busy_pool_keeps_jobs_waiting_in_our_queue(make_stack: StackFactory) -> None:
     async with (
         simulators(1) as (url,),
-        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#ahead=0") as stack,
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#lookahead=0") as stack,
         api_session() as session,
     ):
         jobs = [
@@ -167,7 +168,7 @@ async def _queue_remaining(session: Any, url: str, count: int) -> bool:
 async def test_higher_priority_gets_the_one_slot_first(make_stack: StackFactory) -> None:
     async with (
         simulators(1) as (url,),
-        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#ahead=0") as stack,
+        make_stack(workflows_dir=FIXTURE_WORKFLOWS, comfyui_url=f"{url}#lookahead=0") as stack,
         api_session(ADMIN_TOKEN) as session,
     ):
         blocker = await submit(session, stack.url, "slow", steps=20, delay=0.03)
@@ -240,7 +241,7 @@ async def test_two_worker_processes_honour_one_shared_capacity(
     redis_url: str, tmp_path: Path
 ) -> None:
     async with simulators(1) as (url,):
-        pool = f"{url}#capacity=1&ahead=1"
+        pool = f"{url}#capacity=1&lookahead=1"
         env = worker_env(redis_url, pool, tmp_path)
         async with (
             web_only(redis_url, pool, tmp_path) as base,

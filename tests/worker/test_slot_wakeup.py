@@ -24,7 +24,7 @@ class Process:
     """What one worker process holds for this: its pool, and its subscription."""
 
     def __init__(self, redis: Redis, session: aiohttp.ClientSession, url: str) -> None:
-        self.pool = BackendPool(redis, parse_backends(f"{url}#capacity=1&ahead=0"), session)
+        self.pool = BackendPool(redis, parse_backends(f"{url}#capacity=1&lookahead=0"), session)
         self.signals = WorkerSignals(redis)
         self.signals.on_slot_freed = self.pool.slot_freed
 
