@@ -323,6 +323,13 @@ class ComfyClient:
             return True
         raise ComfyUnavailable(f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)")
 
+    async def knows(self, prompt_id: str) -> bool:
+        """Whether the server has the prompt, pending, running or finished (a restarted one
+        knows none of its earlier prompts)."""
+        if (await self.info()).jobs_api:
+            return await self.job(prompt_id) is not None
+        return await self.history(prompt_id) is not None or await self.is_queued(prompt_id)
+
     async def result(self, prompt_id: str) -> HistoryEntry:
         """The finished prompt's history; raises when it failed or was interrupted."""
         entry = None

@@ -51,6 +51,10 @@ class SimulatorConfig(BaseModel):
     )
     previews: bool = True
     cache: bool = True
+    # a loader node naming a model not in memory takes this long; `resident_models` stay loaded
+    # (least recently used out first), as a GPU server holds a few models in (V)RAM
+    model_load_delay: float = Field(0.0, ge=0)
+    resident_models: int = Field(2, ge=1)
     max_upload_size: int = Field(DEFAULT_MAX_UPLOAD_SIZE, gt=0)
     history_size: int = Field(10000, gt=0)
 

@@ -101,6 +101,7 @@ class Engine:
     def free(self, unload_models: bool, free_memory: bool) -> None:
         if unload_models or free_memory:
             self.cache.clear()
+            self.env.memory.clear()
 
     async def _work_forever(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -19,12 +20,37 @@ Sections = dict[str, dict[str, Any]]
 Images = list[Image.Image]
 
 
+class ModelMemory:
+    """The models a server holds loaded, least recently used first; loading another costs
+    `model_load_delay` seconds and pushes the oldest out past `resident_models`."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[str, None] = {}  # insertion order: least recently used first
+
+    async def load(self, name: str, config: SimulatorConfig) -> None:
+        if name in self.loaded:
+            self.loaded[name] = self.loaded.pop(name)  # most recent now
+            return
+        if config.model_load_delay:
+            await asyncio.sleep(config.model_load_delay)
+        self.loaded[name] = None
+        while len(self.loaded) > config.resident_models:
+            del self.loaded[next(iter(self.loaded))]
+
+    def clear(self) -> None:
+        self.loaded.clear()
+
+
 @dataclass(frozen=True)
 class Env:
-    """What node specs and node code may look at: settings and directories."""
+    """What node specs and node code may look at: settings, directories, models in memory."""
 
     config: SimulatorConfig
     dirs: Dirs
+    memory: ModelMemory = field(default_factory=ModelMemory)
+
+    async def load_model(self, name: str) -> None:
+        await self.memory.load(name, self.config)
 
 
 @dataclass(frozen=True, eq=False)

@@ -37,6 +37,7 @@ def _hint(a: JsonDict) -> ControlHint:
 
 
 async def _load(ctx: NodeContext, a: JsonDict) -> NodeResult:
+    await ctx.env.load_model(str(a["control_net_name"]))
     return NodeResult((ControlNet(str(a["control_net_name"])),))
 
 

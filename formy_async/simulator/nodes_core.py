@@ -40,20 +40,24 @@ MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
 async def _load_checkpoint(ctx: NodeContext, a: JsonDict) -> NodeResult:
     name = a["ckpt_name"]
+    await ctx.env.load_model(name)
     return NodeResult((Model(name), Clip(name), Vae(name)))
 
 
 async def _load_vae(ctx: NodeContext, a: JsonDict) -> NodeResult:
+    await ctx.env.load_model(a["vae_name"])
     return NodeResult((Vae(a["vae_name"]),))
 
 
 async def _load_unet(ctx: NodeContext, a: JsonDict) -> NodeResult:
+    await ctx.env.load_model(a["unet_name"])
     return NodeResult((Model(a["unet_name"]),))
 
 
 async def _load_lora(ctx: NodeContext, a: JsonDict) -> NodeResult:
     model: Model = a["model"]
     clip: Clip = a["clip"]
+    await ctx.env.load_model(a["lora_name"])
     model_lora = (a["lora_name"], float(a["strength_model"]))
     clip_lora = (a["lora_name"], float(a["strength_clip"]))
     return NodeResult(

@@ -150,6 +150,13 @@ def backend_error(url: str) -> str:
     return f"{PREFIX}:backend:{url}:error"
 
 
+def backend_warm(url: str) -> str:
+    """Hash of what a backend is known to hold: `models` (JSON list: the loader inputs of the
+    last prompt queued there, what ComfyUI's cache keeps), `prompt` (that prompt's id),
+    `switch` and `run` (seconds: moving averages of a model load and of a prompt's execution)."""
+    return f"{PREFIX}:backend:{url}:warm"
+
+
 def idempotency(user: str, key_digest: str) -> str:
     """`<body digest> <job id>` of the job one user's Idempotency-Key created (24 h)."""
     return f"{PREFIX}:idem:{user}:{key_digest}"

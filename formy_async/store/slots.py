@@ -86,12 +86,15 @@ class Slots:
             _ACQUIRE,
         )
 
-    async def used(self, specs: Sequence[BackendSpec]) -> list[int]:
-        """Slots taken on each backend (leases that ran out included: cheap, for ordering)."""
+    async def load(self, specs: Sequence[BackendSpec]) -> list[tuple[int, bool]]:
+        """Slots taken on each backend (leases that ran out included: cheap, for ordering), and
+        whether it is out of the rotation."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for spec in specs:
                 pipe.zcard(keys.backend_slots(spec.url))
-            return [int(n) for n in await pipe.execute()]
+                pipe.exists(keys.backend_down(spec.url))
+            answers = await pipe.execute()
+        return [(int(answers[i]), bool(answers[i + 1])) for i in range(0, len(answers), 2)]
 
     async def acquire(self, job_id: str, order: int, specs: Sequence[BackendSpec]) -> int | None:
         """Join the line (at `order`) and take a slot on the first of `specs` that has one for

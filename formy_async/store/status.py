@@ -15,6 +15,7 @@ from .jobs import JobStore
 from .leases import Heartbeat, heartbeats
 from .queue import RunQueue, priority_ranges
 from .slots import BackendState, Slots
+from .warmth import Warm, Warmth
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ServiceStatus:
         self.backends = list(backends)
         self.jobs = JobStore(redis, ttl=1)  # read only: the ttl is never used
         self.slots = Slots(redis, lease=1)
+        self.warmth = Warmth(redis)
         self.queue = RunQueue(redis)
 
     async def counters(self) -> dict[str, float]:
@@ -50,6 +52,10 @@ class ServiceStatus:
 
     async def backend(self, spec: BackendSpec) -> BackendState:
         return await self.slots.state(spec.url)
+
+    async def warm(self, spec: BackendSpec) -> Warm:
+        """What the backend has loaded, and what a model switch and a run cost there."""
+        return (await self.warmth.of([spec.url]))[0]
 
     async def snapshot(
         self, priorities: Mapping[str, tuple[float, float]] | None = None

@@ -22,12 +22,13 @@ async def stats(request: web.Request) -> web.Response:
 
 @routes.get("/api/backends")
 async def backends(request: web.Request) -> web.Response:
-    """Each ComfyUI backend: healthy, capacity, labels, running jobs, its queue, last error."""
+    """Each ComfyUI backend: healthy, capacity, labels, running jobs, its queue, last error,
+    the models it has loaded and what a switch and a run take there."""
     require_admin(request)
     status, clients = request.app[STATUS], request.app[COMFY]
     found = []
     for spec in request.app[SETTINGS].backends:
-        state = await status.backend(spec)
+        state, warm = await status.backend(spec), await status.warm(spec)
         try:
             queue: int | None = await clients[spec.url].queue_remaining(within=QUEUE_TIMEOUT)
         except ComfyUnavailable:
@@ -42,6 +43,9 @@ async def backends(request: web.Request) -> web.Response:
                 "running": state.running,
                 "queue": queue,
                 "last_error": state.last_error,
+                "models": sorted(warm.models),
+                "switch_seconds": warm.switch,
+                "run_seconds": warm.run,
             }
         )
     return web.json_response({"backends": found})

@@ -1,9 +1,12 @@
 """The pool of ComfyUI backends: capacity shared through Redis, health probed, jobs routed fairly.
 
-Each backend has a capacity (prompts it may hold at once), shared by every worker process
-through `Slots`. A job that finds every slot taken waits its turn — in priority order,
-first-in first-out within a priority, across every worker process — without queueing anything
-on a GPU.
+Each backend has slots (the prompts it runs at once, and those queued on it ahead), shared by
+every worker process through `Slots`. A job that finds every slot taken waits its turn — in
+priority order, first-in first-out within a priority, across every worker process.
+
+A job goes to a backend that already has its models loaded (`Warmth`) before one that would
+have to load them; when only such cold backends are free, it waits for a warm one instead if
+that is expected to take less than loading the models would (both learned from past runs).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..models import Job
 from ..settings import BackendSpec
 from ..store.queue import OFFSET_MS
 from ..store.slots import Slots
+from ..store.warmth import Warm, Warmth
 
 log = structlog.get_logger()
 
@@ -50,6 +54,7 @@ class BackendPool:
         # the jobs of this process waiting for a slot: their place in line, and what wakes them
         self._waiting: dict[str, tuple[int, asyncio.Event]] = {}
         self.slots = Slots(redis, lease=lease)
+        self.warmth = Warmth(redis)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -73,15 +78,35 @@ class BackendPool:
 
     # --- slots --------------------------------------------------------------------------------
 
-    async def preference(self, job: Job) -> list[BackendSpec]:
-        """Backends labelled with the job's model first, then the rest; least busy first."""
-        used = await self.slots.used(self.specs)
-        load = {s.url: u / s.capacity for s, u in zip(self.specs, used, strict=True)}
+    async def preference(self, job: Job, models: frozenset[str] = frozenset()) -> list[BackendSpec]:
+        """The backends the job may take now, best first: those holding its `models`, then
+        those labelled with its model, then the least busy. Cold backends are left out while
+        a warm one is expected to be free sooner than they could load the models."""
+        load = dict(zip(self.urls, await self.slots.load(self.specs), strict=True))
+        used = {url: taken for url, (taken, _) in load.items()}
+        up = [s for s in self.specs if not load[s.url][1]]
+        warm = dict(zip(self.urls, await self.warmth.of(self.urls), strict=True))
         model = str(job.params.get("model") or "")
-        return sorted(self.specs, key=lambda s: (model not in s.labels, load[s.url]))
+        ranked = sorted(
+            up,
+            key=lambda s: (
+                not warm[s.url].holds(models),
+                model not in s.labels,
+                used[s.url] / s.capacity,
+            ),
+        )
+        if models and _worth_waiting(ranked, used, warm, models):
+            return [s for s in ranked if warm[s.url].holds(models)]
+        return ranked
 
-    async def try_acquire(self, job: Job) -> BackendSpec | None:
-        specs = await self.preference(job)
+    @property
+    def urls(self) -> list[str]:
+        return [spec.url for spec in self.specs]
+
+    async def try_acquire(
+        self, job: Job, models: frozenset[str] = frozenset()
+    ) -> BackendSpec | None:
+        specs = await self.preference(job, models)
         granted = await self.slots.acquire(job.id, line_order(job), specs)
         if granted is None:
             return None
@@ -90,9 +115,12 @@ class BackendPool:
         return spec
 
     @contextlib.asynccontextmanager
-    async def slot(self, job: Job, give_up: asyncio.Event) -> AsyncIterator[BackendSpec | None]:
-        """Wait for a slot (None if `give_up` is set first); hold it while the block runs."""
-        spec = await self._wait_for_slot(job, give_up)
+    async def slot(
+        self, job: Job, give_up: asyncio.Event, models: frozenset[str] = frozenset()
+    ) -> AsyncIterator[BackendSpec | None]:
+        """Wait for a slot (None if `give_up` is set first), on a backend that suits the job's
+        `models`; hold it while the block runs."""
+        spec = await self._wait_for_slot(job, give_up, models)
         try:
             yield spec
         finally:
@@ -112,13 +140,15 @@ class BackendPool:
             first = min(self._waiting.values(), key=lambda waiter: waiter[0])
             first[1].set()
 
-    async def _wait_for_slot(self, job: Job, give_up: asyncio.Event) -> BackendSpec | None:
+    async def _wait_for_slot(
+        self, job: Job, give_up: asyncio.Event, models: frozenset[str]
+    ) -> BackendSpec | None:
         order = line_order(job)
         woken = asyncio.Event()
         self._waiting[job.id] = (order, woken)
         try:
             while not give_up.is_set():
-                spec = await self.try_acquire(job)
+                spec = await self.try_acquire(job, models)
                 if spec is not None:
                     return spec
                 woken.clear()
@@ -144,13 +174,37 @@ class BackendPool:
             return
         if await self.slots.mark_up(spec.url):
             client.forget_info()  # it may have come back as another version, with other routes
+            await self.warmth.forget(spec.url)  # and with nothing loaded
             log.info("backend_up", backend=spec.label)
+        else:
+            await self._check_warm(spec, client)
         if not client.has_info():
             with contextlib.suppress(ComfyError, TimeoutError):
                 info = await asyncio.wait_for(client.info(stats), 3)
                 log.info(
                     "backend_found", backend=spec.label, version=info.version, uses=info.uses()
                 )
+
+    async def _check_warm(self, spec: BackendSpec, client: ComfyClient) -> None:
+        """Forget what a backend had loaded once it no longer knows its last prompt: it was
+        restarted (or its history cleared) between two probes."""
+        (warm,) = await self.warmth.of([spec.url])
+        if warm.prompt is None:
+            return
+        with contextlib.suppress(ComfyError, TimeoutError):
+            if not await asyncio.wait_for(client.knows(warm.prompt), 3):
+                await self.warmth.forget(spec.url)
+                log.info("backend_restarted", backend=spec.label, note="its models are cold")
+
+    async def ran(self, url: str, models: frozenset[str], prompt_id: str) -> None:
+        """The job's prompt is queued there: the backend will hold its models next."""
+        with contextlib.suppress(RedisError):
+            await self.warmth.ran(url, models, prompt_id)
+
+    async def measured(self, url: str, *, switch: float | None, run: float | None) -> None:
+        """What loading models and running a prompt took on the backend."""
+        with contextlib.suppress(RedisError):
+            await self.warmth.measured(url, switch=switch, run=run)
 
     async def _loop(self) -> None:
         next_probe = 0.0
@@ -171,6 +225,33 @@ class BackendPool:
 #: how long a waiting job sleeps at most: a safety net for a freed slot nobody announced (a
 #: lease that ran out with its worker, a message lost while Redis was away)
 RETRY_EVERY = 1.0
+
+
+def _worth_waiting(
+    ranked: list[BackendSpec], used: dict[str, int], warm: dict[str, Warm], models: frozenset[str]
+) -> bool:
+    """True when a busy backend holding `models` should free up (and run the prompts queued
+    on it) sooner than the first free cold backend could load them."""
+    free = [s for s in ranked if used[s.url] < s.slots]
+    if not free or warm[free[0].url].holds(models):
+        return False  # a warm backend is free, or none is: nothing to weigh
+    busy_warm = [s for s in ranked if warm[s.url].holds(models) and warm[s.url].run is not None]
+    if not busy_warm:
+        return False
+    known = [w.switch for w in warm.values() if w.switch is not None]
+    switch = warm[free[0].url].switch
+    if switch is None:
+        switch = sum(known) / len(known) if known else None
+    if switch is None:
+        return False  # no switch was ever measured: no reason to wait
+    return any(_expected_wait(s, used[s.url], warm[s.url]) < switch for s in busy_warm)
+
+
+def _expected_wait(spec: BackendSpec, used: int, warm: Warm) -> float:
+    """Seconds until a job queued on a full backend would start executing there: the prompts
+    ahead of it, `capacity` at a time."""
+    ahead = used - spec.capacity + 1
+    return max(ahead, 1) * (warm.run or 0.0) / spec.capacity
 
 
 def line_order(job: Job) -> int:

@@ -12,6 +12,7 @@ from arq import Retry
 
 from ..auth import sign_url
 from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
+from ..comfy.loaders import loader_models
 from ..comfy.messages import (
     Executing,
     ExecutionCached,
@@ -33,6 +34,7 @@ from ..store.jobs import PreviewImage as StoredPreview
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
 from .progress import ProgressTracker
+from .timing import RunTimes
 from .transfer import collect_outputs, collect_texts, upload_inputs
 
 log = structlog.get_logger()
@@ -131,7 +133,11 @@ class JobRun:
             await socket.aclose()
             raise
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
-        await self.follow(graph, prompt_id, socket)  # it closes the socket
+        backend = self.job.backend or ""
+        await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
+        times = RunTimes(graph)
+        await self.follow(graph, prompt_id, socket, times)  # it closes the socket
+        await self.wc.pool.measured(backend, switch=times.switch, run=times.run)
         entry = await self.comfy.result(prompt_id)
         shown = []
         outputs = collect_outputs(self.comfy, self.wc.storage, entry, self.workflow, self.job)
@@ -147,9 +153,12 @@ class JobRun:
             seconds=round((self.job.finished_at or 0) - (self.job.started_at or 0), 3),
         )
 
-    async def follow(self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket) -> None:
+    async def follow(
+        self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket, times: RunTimes
+    ) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
         async for message in self.comfy.run(graph, prompt_id, socket):
+            times.seen(message)
             if not self._begun:  # execution_start, or whatever came first after a reconnect
                 self.executing()
             if isinstance(message, ExecutionCached):
@@ -258,7 +267,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
         async with (
             wc.recovery.lease(job.id),
             wc.signals.watch(job.id) as cancelled,
-            wc.pool.slot(job, cancelled) as backend,  # waits its turn for a free ComfyUI slot
+            wc.pool.slot(job, cancelled, _models(job, workflow)) as backend,  # waits its turn
         ):
             if backend is None:  # cancelled while it waited: the canceller recorded it
                 return
@@ -289,6 +298,12 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
             with contextlib.suppress(ComfyError):
                 await wc.pool.clients[job.backend].cancel(job.prompt_id)
         log.info("job_finalised_elsewhere")
+
+
+def _models(job: Job, workflow: Workflow) -> frozenset[str]:
+    """The models the job's graph loads: what routing looks for on a backend."""
+    graph = job.graph if job.graph is not None else workflow.render(job.params, output_prefix="")
+    return loader_models(graph)
 
 
 async def _fail(wc: WorkerContext, job: Job, error: FormyError) -> None:

@@ -1,0 +1,94 @@
+"""What each ComfyUI backend has loaded, and what a model switch and a run cost there.
+
+ComfyUI keeps the outputs of the last prompt's nodes (its default cache), so a backend is warm
+for the models its last prompt's loader nodes named: a job naming the same ones starts without
+loading anything. Every worker process shares this through Redis: `ran` when a prompt is
+queued, `measured` when its loaders' time and its execution time are known, `forget` when the
+backend restarted (it no longer knows that last prompt).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from . import keys
+
+#: weight of the newest measurement in the moving averages
+SMOOTHING = 0.3
+#: seconds a backend's record is kept after its last prompt
+TTL = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Warm:
+    """One backend's record: its loaded models, its last prompt, its measured costs."""
+
+    models: frozenset[str] = frozenset()
+    prompt: str | None = None
+    switch: float | None = None  # seconds a model load took there
+    run: float | None = None  # seconds a prompt's execution took there
+
+    def holds(self, models: frozenset[str]) -> bool:
+        return bool(models) and models <= self.models
+
+
+class Warmth:
+    """The backends' warm models and costs, as every worker process sees them."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def of(self, urls: Sequence[str]) -> list[Warm]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for url in urls:
+                pipe.hgetall(keys.backend_warm(url))
+            return [_parse(raw) for raw in await pipe.execute()]
+
+    async def ran(self, url: str, models: frozenset[str], prompt_id: str) -> None:
+        """A prompt naming `models` was queued on the backend: after it, those are loaded."""
+        key = keys.backend_warm(url)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, mapping={"models": json.dumps(sorted(models)), "prompt": prompt_id})
+            pipe.expire(key, TTL)
+            await pipe.execute()
+
+    async def measured(self, url: str, *, switch: float | None, run: float | None) -> None:
+        """Fold a model load's and an execution's seconds into the backend's averages."""
+        current = (await self.of([url]))[0]
+        fields = {}
+        if switch is not None:
+            fields["switch"] = repr(_average(current.switch, switch))
+        if run is not None:
+            fields["run"] = repr(_average(current.run, run))
+        if fields:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(keys.backend_warm(url), mapping=fields)
+                await pipe.execute()
+
+    async def forget(self, url: str) -> None:
+        """The backend lost what it had loaded (it restarted): cold, costs kept."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hdel(keys.backend_warm(url), "models", "prompt")
+            await pipe.execute()
+
+
+def _average(old: float | None, new: float) -> float:
+    return new if old is None else old + SMOOTHING * (new - old)
+
+
+def _parse(raw: dict[bytes | str, bytes | str]) -> Warm:
+    fields = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+    models = json.loads(fields["models"]) if "models" in fields else []
+    return Warm(
+        models=frozenset(str(m) for m in models),
+        prompt=fields.get("prompt"),
+        switch=float(fields["switch"]) if "switch" in fields else None,
+        run=float(fields["run"]) if "run" in fields else None,
+    )

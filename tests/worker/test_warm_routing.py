@@ -1,0 +1,131 @@
+"""Jobs go to the backend that already has their models loaded, and wait for it rather than
+load them elsewhere when that is quicker; a backend that restarted is cold again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from formy_async.comfy.loaders import loader_models
+from formy_async.simulator import SimulatorConfig, run_simulator
+from formy_async.store.warmth import Warmth
+
+from ..conftest import ADMIN_TOKEN, StackFactory
+from ..helpers import api_session, follow, get_json, wait_until
+
+pytestmark = pytest.mark.redis
+
+XL, SD15 = "sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors"
+
+
+@contextlib.asynccontextmanager
+async def simulators(count: int, load_delay: float = 0.0) -> AsyncIterator[list[str]]:
+    config = SimulatorConfig(step_delay=0.01, previews=False, model_load_delay=load_delay)
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(run_simulator(config)) for _ in range(count)]
+
+
+def pool_of(urls: list[str]) -> str:
+    return ", ".join(f"{url}#capacity=1&lookahead=0" for url in urls)
+
+
+async def submit(session: aiohttp.ClientSession, base: str, model: str) -> str:
+    params = {"prompt": "a fox", "model": model, "steps": 4, "width": 64, "height": 64}
+    async with session.post(
+        f"{base}/api/jobs", json={"workflow": "text_to_image", "params": params}
+    ) as r:
+        body: dict[str, Any] = await r.json()
+        assert r.status == 202, body
+        return str(body["id"])
+
+
+async def backend_of(session: aiohttp.ClientSession, base: str, job_id: str) -> str:
+    await follow(session, base, job_id)
+    _, record = await get_json(session, f"{base}/api/jobs/{job_id}")
+    assert record["status"] == "done", record
+    return str(record["backend"])
+
+
+def test_loader_models_are_the_model_files_loader_nodes_name() -> None:
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": XL}},
+        "2": {
+            "class_type": "LoraLoader",
+            "inputs": {"lora_name": "a.safetensors", "model": ["1", 0]},
+        },
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "x.safetensors"}},
+        "4": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}},
+    }
+    assert loader_models(graph) == {XL, "a.safetensors", "4x.pth"}
+
+
+async def test_a_job_goes_to_the_backend_that_holds_its_model(make_stack: StackFactory) -> None:
+    async with (
+        simulators(2) as urls,
+        make_stack(comfyui_url=pool_of(urls)) as stack,
+        api_session(ADMIN_TOKEN) as session,
+    ):
+        first = await asyncio.gather(
+            submit(session, stack.url, XL), submit(session, stack.url, SD15)
+        )
+        homes = dict(
+            zip(
+                (XL, SD15),
+                await asyncio.gather(*(backend_of(session, stack.url, job) for job in first)),
+                strict=True,
+            )
+        )
+        assert homes[XL] != homes[SD15]  # one each: both were free
+        placed = []
+        for model in (SD15, XL, SD15, XL):  # one at a time: every backend is free each time
+            placed.append(
+                (
+                    model,
+                    await backend_of(session, stack.url, await submit(session, stack.url, model)),
+                )
+            )
+    assert placed == [(model, homes[model]) for model, _ in placed]
+
+
+async def test_a_job_waits_for_its_warm_backend_when_that_is_quicker_than_a_switch(
+    make_stack: StackFactory,
+) -> None:
+    async with (
+        simulators(2, load_delay=0.8) as urls,
+        make_stack(comfyui_url=pool_of(urls)) as stack,
+        api_session(ADMIN_TOKEN) as session,
+    ):
+        first = await asyncio.gather(
+            submit(session, stack.url, XL), submit(session, stack.url, SD15)
+        )
+        homes = [await backend_of(session, stack.url, job) for job in first]  # both switched
+        burst = [await submit(session, stack.url, XL) for _ in range(3)]  # ~0.05 s each, warm
+        placed = [await backend_of(session, stack.url, job) for job in burst]
+    assert placed == [homes[0]] * 3
+
+
+async def test_a_restarted_backend_is_cold_again(make_stack: StackFactory, redis: Redis) -> None:
+    async with (
+        simulators(1) as (url,),
+        make_stack(comfyui_url=pool_of([url]), pool_probe_interval=0.1) as stack,
+        api_session(ADMIN_TOKEN) as session,
+    ):
+        await backend_of(session, stack.url, await submit(session, stack.url, XL))
+        warmth = Warmth(redis)
+        assert (await warmth.of([url]))[0].models == {XL}
+        async with aiohttp.ClientSession() as comfy:  # what a restart forgets: every prompt
+            await comfy.post(f"{url}/history", json={"clear": True})
+            await comfy.post(f"{url}/queue", json={"clear": True})
+
+        async def cold() -> bool:
+            return not (await warmth.of([url]))[0].models
+
+        await wait_until(cold, timeout=10)
+        _, listed = await get_json(session, f"{stack.url}/api/backends")
+    assert listed["backends"][0]["models"] == []
