@@ -44,6 +44,13 @@ class Config:
     peer_backlog: int = 50
     # the job trace: jobs of the peers row's kind through traced web and worker processes
     trace_jobs: int = 20
+    # placement: jobs naming one of `placement_models` checkpoints at random, on backends that
+    # take `placement_switch` seconds to load another model; `placement_job` seconds each
+    placement_backends: int = 4
+    placement_models: int = 3
+    placement_switch: float = 2.0
+    placement_job: float = 0.5
+    placement_jobs: int = 60
 
     @classmethod
     def quick(cls) -> Config:
@@ -63,4 +70,5 @@ class Config:
             peer_jobs=10,
             peer_backlog=30,
             trace_jobs=10,
+            placement_jobs=24,
         )

@@ -23,6 +23,7 @@ from . import procs, stalls
 from .config import Config
 from .rows_events import concurrency_row, relay_row, wscap_row
 from .rows_peers import peers_row
+from .rows_placement import placement_row
 from .rows_queue import pickup_row, submission_row, throughput_row
 from .rows_trace import trace_row
 from .table import render
@@ -36,6 +37,7 @@ ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
     "websockets": wscap_row,
     "peers": peers_row,
     "trace": trace_row,
+    "placement": placement_row,
 }
 
 

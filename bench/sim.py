@@ -1,9 +1,10 @@
 """The project's ComfyUI simulator in a process of its own: `python -m bench.sim --port P`.
 
 `--trace` adds what the peers row reads from ComfyUI's own side: the wall-clock time each
-`POST /prompt` arrived and was answered (queued), by prompt id, and a count of every request by
-route, at `GET /bench/trace` (`POST /bench/trace/reset` empties both). The simulator itself is
-not changed: the trace is one aiohttp middleware added in front of its routes.
+`POST /prompt` arrived and was answered (queued), by prompt id, a count of every request by
+route, and how many models it had to load, at `GET /bench/trace` (`POST /bench/trace/reset`
+empties them). The simulator itself is not changed: the trace is one aiohttp middleware added
+in front of its routes, and a count around its model memory's loads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from formy_async.simulator import SimulatorConfig, create_app
+from formy_async.simulator.nodes import ModelMemory
+from formy_async.simulator.state import SIMULATOR
 
 from .serving import serve_until_signal
 
@@ -31,6 +34,7 @@ class Trace:
         #: prompt id → (time.time() the POST arrived, time.time() it was answered)
         self.prompts: dict[str, tuple[float, float]] = {}
         self.requests: Counter[str] = Counter()
+        self.loads = 0  # models loaded that were not in memory: what a switch costs
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -49,11 +53,14 @@ class Trace:
         return response
 
     async def show(self, request: web.Request) -> web.Response:
-        return web.json_response({"prompts": self.prompts, "requests": dict(self.requests)})
+        return web.json_response(
+            {"prompts": self.prompts, "requests": dict(self.requests), "loads": self.loads}
+        )
 
     async def reset(self, request: web.Request) -> web.Response:
         self.prompts.clear()
         self.requests.clear()
+        self.loads = 0
         return web.Response(status=204)
 
 
@@ -62,9 +69,21 @@ def build_app(config: SimulatorConfig, trace: bool) -> web.Application:
     if trace:
         recorder = Trace()
         app.middlewares.append(recorder.middleware)
+        _count_loads(app[SIMULATOR].env.memory, recorder)
         app.router.add_get("/bench/trace", recorder.show)
         app.router.add_post("/bench/trace/reset", recorder.reset)
     return app
+
+
+def _count_loads(memory: ModelMemory, trace: Trace) -> None:
+    load = memory.load
+
+    async def counted(name: str, config: SimulatorConfig) -> None:
+        if name not in memory.loaded:
+            trace.loads += 1
+        await load(name, config)
+
+    memory.load = counted  # type: ignore[method-assign]
 
 
 def main() -> None:
@@ -73,9 +92,18 @@ def main() -> None:
     parser.add_argument("--step-delay", type=float, default=0.0)
     parser.add_argument("--comfyui-version", default="0.3.64")
     parser.add_argument("--trace", action="store_true", help="serve /bench/trace (see above)")
+    parser.add_argument("--model-load-delay", type=float, default=0.0)
+    parser.add_argument("--resident-models", type=int, default=1)
+    parser.add_argument("--checkpoints", help="comma-separated checkpoint names it has")
     args = parser.parse_args()
+    extra = {"checkpoints": args.checkpoints.split(",")} if args.checkpoints else {}
     config = SimulatorConfig(
-        step_delay=args.step_delay, previews=False, comfyui_version=args.comfyui_version
+        step_delay=args.step_delay,
+        previews=False,
+        comfyui_version=args.comfyui_version,
+        model_load_delay=args.model_load_delay,
+        resident_models=args.resident_models,
+        **extra,
     )
     asyncio.run(serve_until_signal(build_app(config, args.trace), args.port))
 

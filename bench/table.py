@@ -204,6 +204,20 @@ def _trace(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> No
                       "", "", ""))  # fmt: skip
 
 
+def _placement(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, naive = r.get("formy"), r.get("first_free")
+    ratio = _med(naive, "makespan_s") / _med(ours, "makespan_s")
+    ok = _check(ratio, lambda x: x >= 2)
+    lines.append(("model affinity", "makespan", _cell(ours, "makespan_s", "s"),
+                  "first free backend " + _cell(naive, "makespan_s", "s"),
+                  "n/a" if math.isnan(ratio) else f"{ratio:.2f}× shorter", "≥ 2× shorter",
+                  _verdict(ok)))  # fmt: skip
+    lines.append(("", "model loads", _cell(ours, "switches", "", 0),
+                  "first free backend " + _cell(naive, "switches", "", 0),
+                  _ratio(_med(ours, "switches"), _med(naive, "switches")), "", ""))  # fmt: skip
+    verdicts["placement_makespan_2x_shorter"] = ok
+
+
 RENDERERS = {
     "relay": _relay,
     "pickup": _pickup,
@@ -213,6 +227,7 @@ RENDERERS = {
     "websockets": _websockets,
     "peers": _peers,
     "trace": _trace,
+    "placement": _placement,
 }
 
 

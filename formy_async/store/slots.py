@@ -131,6 +131,12 @@ class Slots:
     async def leave_line(self, job_id: str) -> None:
         await self.redis.zrem(keys.POOL_WAITING, job_id)
 
+    async def step_aside(self, job_id: str) -> None:
+        """Leave the line for a while (it comes back at the same place: its score is its
+        priority and age); the jobs behind it are told when it held up any."""
+        if await self.redis.zrem(keys.POOL_WAITING, job_id):
+            await self.redis.publish(keys.SLOTS_CHANNEL, "")
+
     async def renew(self, held: Mapping[str, str]) -> None:
         """Extend the leases of the slots held (job id → backend url)."""
         if not held:

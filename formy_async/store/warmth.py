@@ -48,11 +48,15 @@ class Warmth:
                 pipe.hgetall(keys.backend_warm(url))
             return [_parse(raw) for raw in await pipe.execute()]
 
-    async def ran(self, url: str, models: frozenset[str], prompt_id: str) -> None:
-        """A prompt naming `models` was queued on the backend: after it, those are loaded."""
+    async def ran(self, url: str, models: frozenset[str], prompt_id: str | None) -> None:
+        """A prompt naming `models` goes to the backend (`prompt_id` once it is queued): after
+        it, those are loaded."""
         key = keys.backend_warm(url)
+        fields = {"models": json.dumps(sorted(models))}
+        if prompt_id is not None:
+            fields["prompt"] = prompt_id
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping={"models": json.dumps(sorted(models)), "prompt": prompt_id})
+            pipe.hset(key, mapping=fields)
             pipe.expire(key, TTL)
             await pipe.execute()
 

@@ -53,6 +53,8 @@ class BackendPool:
         self.held: dict[str, str] = {}  # job id → backend url
         # the jobs of this process waiting for a slot: their place in line, and what wakes them
         self._waiting: dict[str, tuple[int, asyncio.Event]] = {}
+        self._aside: set[str] = set()  # of those, the ones out of the line for a warm backend
+        self._wants: dict[str, frozenset[str]] = {}  # and the models each one needs
         self.slots = Slots(redis, lease=lease)
         self.warmth = Warmth(redis)
         self._task: asyncio.Task[None] | None = None
@@ -80,8 +82,9 @@ class BackendPool:
 
     async def preference(self, job: Job, models: frozenset[str] = frozenset()) -> list[BackendSpec]:
         """The backends the job may take now, best first: those holding its `models`, then
-        those labelled with its model, then the least busy. Cold backends are left out while
-        a warm one is expected to be free sooner than they could load the models."""
+        those labelled with its model, then the least busy. None while every backend is down,
+        or while a busy warm one is expected to be free sooner than a cold one could load the
+        models."""
         load = dict(zip(self.urls, await self.slots.load(self.specs), strict=True))
         used = {url: taken for url, (taken, _) in load.items()}
         up = [s for s in self.specs if not load[s.url][1]]
@@ -95,9 +98,21 @@ class BackendPool:
                 used[s.url] / s.capacity,
             ),
         )
-        if models and _worth_waiting(ranked, used, warm, models):
-            return [s for s in ranked if warm[s.url].holds(models)]
+        holding = [s for s in ranked if warm[s.url].holds(models)]
+        if any(used[s.url] < s.slots for s in holding):
+            return holding  # not a cold one, even if another job takes this one first
+        if holding and _worth_waiting(ranked, used, warm, models, self._queued(job, models)):
+            return []  # wait for a warm one to free up
         return ranked
+
+    def _queued(self, job: Job, models: frozenset[str]) -> int:
+        """Jobs of this process waiting for the same models, ahead of `job` in line."""
+        order = line_order(job)
+        return sum(
+            1
+            for other, (their_order, _) in self._waiting.items()
+            if their_order < order and self._wants.get(other) == models
+        )
 
     @property
     def urls(self) -> list[str]:
@@ -107,11 +122,18 @@ class BackendPool:
         self, job: Job, models: frozenset[str] = frozenset()
     ) -> BackendSpec | None:
         specs = await self.preference(job, models)
+        if not specs:  # out of the line meanwhile, so that it holds up no one (see slot_freed)
+            self._aside.add(job.id)
+            await self.slots.step_aside(job.id)
+            return None
+        self._aside.discard(job.id)
         granted = await self.slots.acquire(job.id, line_order(job), specs)
         if granted is None:
             return None
         spec = specs[granted]
         self.held[job.id] = spec.url
+        if models:  # from now on: the next job for these models must find them here
+            await self.ran(spec.url, models, None)
         return spec
 
     @contextlib.asynccontextmanager
@@ -135,10 +157,13 @@ class BackendPool:
 
     def slot_freed(self) -> None:
         """A slot was freed, here or in another process: this process's first job in line tries
-        (one script per freed slot, not one per waiting job)."""
-        if self._waiting:
-            first = min(self._waiting.values(), key=lambda waiter: waiter[0])
-            first[1].set()
+        (one script per freed slot, not one per waiting job), and so does every job that
+        stepped out of the line to wait for a backend holding its models."""
+        in_line = [w for job_id, w in self._waiting.items() if job_id not in self._aside]
+        if in_line:
+            min(in_line, key=lambda waiter: waiter[0])[1].set()
+        for job_id in self._aside:
+            self._waiting[job_id][1].set()
 
     async def _wait_for_slot(
         self, job: Job, give_up: asyncio.Event, models: frozenset[str]
@@ -146,6 +171,7 @@ class BackendPool:
         order = line_order(job)
         woken = asyncio.Event()
         self._waiting[job.id] = (order, woken)
+        self._wants[job.id] = models
         try:
             while not give_up.is_set():
                 spec = await self.try_acquire(job, models)
@@ -156,6 +182,8 @@ class BackendPool:
             return None
         finally:
             del self._waiting[job.id]
+            self._wants.pop(job.id, None)
+            self._aside.discard(job.id)
             self.slot_freed()  # there may be more free slots, or the next in line now leads
 
     # --- health -------------------------------------------------------------------------------
@@ -196,8 +224,9 @@ class BackendPool:
                 await self.warmth.forget(spec.url)
                 log.info("backend_restarted", backend=spec.label, note="its models are cold")
 
-    async def ran(self, url: str, models: frozenset[str], prompt_id: str) -> None:
-        """The job's prompt is queued there: the backend will hold its models next."""
+    async def ran(self, url: str, models: frozenset[str], prompt_id: str | None) -> None:
+        """A job took a slot there (`prompt_id` None), or queued its prompt: the backend will
+        hold its models next."""
         with contextlib.suppress(RedisError):
             await self.warmth.ran(url, models, prompt_id)
 
@@ -228,30 +257,36 @@ RETRY_EVERY = 1.0
 
 
 def _worth_waiting(
-    ranked: list[BackendSpec], used: dict[str, int], warm: dict[str, Warm], models: frozenset[str]
+    ranked: list[BackendSpec],
+    used: dict[str, int],
+    warm: dict[str, Warm],
+    models: frozenset[str],
+    queued: int,
 ) -> bool:
-    """True when a busy backend holding `models` should free up (and run the prompts queued
-    on it) sooner than the first free cold backend could load them."""
+    """True when the busy backends holding `models` should get to this job (after the prompts
+    queued on them and the `queued` jobs for the same models ahead of it in line) sooner than
+    the first free cold backend could load them."""
     free = [s for s in ranked if used[s.url] < s.slots]
     if not free or warm[free[0].url].holds(models):
         return False  # a warm backend is free, or none is: nothing to weigh
-    busy_warm = [s for s in ranked if warm[s.url].holds(models) and warm[s.url].run is not None]
-    if not busy_warm:
-        return False
-    known = [w.switch for w in warm.values() if w.switch is not None]
-    switch = warm[free[0].url].switch
-    if switch is None:
-        switch = sum(known) / len(known) if known else None
-    if switch is None:
-        return False  # no switch was ever measured: no reason to wait
-    return any(_expected_wait(s, used[s.url], warm[s.url]) < switch for s in busy_warm)
+    switch = _or_typical(warm[free[0].url].switch, [w.switch for w in warm.values()])
+    holding = [s for s in ranked if warm[s.url].holds(models)]
+    holding_runs = [warm[s.url].run for s in holding]
+    run = _or_typical(_mean(holding_runs), [w.run for w in warm.values()])
+    if switch is None or run is None:
+        return False  # never measured: no reason to wait
+    ahead = queued + sum(max(used[s.url] - s.capacity, 0) for s in holding)
+    return (ahead + 1) * run / sum(s.capacity for s in holding) < switch
 
 
-def _expected_wait(spec: BackendSpec, used: int, warm: Warm) -> float:
-    """Seconds until a job queued on a full backend would start executing there: the prompts
-    ahead of it, `capacity` at a time."""
-    ahead = used - spec.capacity + 1
-    return max(ahead, 1) * (warm.run or 0.0) / spec.capacity
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _or_typical(value: float | None, known: list[float | None]) -> float | None:
+    """The backend's own figure, else the mean of the others' (None if none was measured)."""
+    return value if value is not None else _mean(known)
 
 
 def line_order(job: Job) -> int:
