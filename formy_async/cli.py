@@ -13,6 +13,7 @@ import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -32,7 +33,8 @@ EPILOG = """\
 exit status: 0 when the command (or the job it waited for) succeeded, 1 when the job failed or
 was cancelled, 2 on a usage error, a refused request or a server that cannot be reached.
 The server is --url, else FORMY_URL, else http://127.0.0.1:8080; the token --token or FORMY_TOKEN.
-run, worker, token, simulator and doctor are the service's: they need formy-async[server].
+run, worker, token, simulator, doctor and workflow are the service's: they need
+formy-async[server]. workflow check exits 1 when a workflow does not fit a backend.
 """
 #: what the service's commands import that a client-only install does not have
 SERVER_MODULES = frozenset(
@@ -50,7 +52,7 @@ SERVER_MODULES = frozenset(
         "structlog",
     }
 )
-SERVICE_COMMANDS = ("run", "worker", "token", "simulator", "doctor")
+SERVICE_COMMANDS = ("run", "worker", "token", "simulator", "doctor", "workflow")
 #: why a server cannot listen: the port is taken, the address is not this machine's, or privileged
 LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
@@ -85,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "doctor", help="check a ComfyUI backend step by step with the upscale workflow"
     )
     doctor.add_argument("--comfyui", help="the ComfyUI URL (default: COMFYUI_URL)")
+    _add_workflow_commands(commands)
     sim = commands.add_parser("simulator", help="a fake ComfyUI server (no GPU)")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8188)
@@ -97,6 +100,30 @@ def _parser() -> argparse.ArgumentParser:
         help="the ComfyUI release to imitate: 0.3.64, or 0.25 and later (default 0.38.1)",
     )
     return parser
+
+
+def _add_workflow_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    workflow = commands.add_parser(
+        "workflow", help="import a ComfyUI export into the catalogue, check it against ComfyUI"
+    )
+    actions = workflow.add_subparsers(dest="action", required=True)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--comfyui", help="the ComfyUI URL (default: COMFYUI_URL)")
+    where.add_argument("--workflows-dir", type=Path, help="default: FORMY_WORKFLOWS_DIR")
+    imports = actions.add_parser(
+        "import",
+        parents=[where],
+        help="a ComfyUI export (API or editor format) → workflows/NAME.json + a drafted NAME.toml",
+    )
+    imports.add_argument("file", type=Path, help="the exported JSON file")
+    imports.add_argument("--name", help="the workflow's name (default: from the file's name)")
+    imports.add_argument("--force", action="store_true", help="replace a workflow of that name")
+    check = actions.add_parser(
+        "check",
+        parents=[where],
+        help="hold workflows against ComfyUI (--comfyui, else every backend of COMFYUI_URL)",
+    )
+    check.add_argument("names", nargs="*", metavar="NAME", help="default: every workflow")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -127,6 +154,7 @@ def _run_service_command(args: argparse.Namespace) -> int:
         "doctor": _run_doctor,
         "token": _mint,
         "simulator": _run_simulator,
+        "workflow": _run_workflow,
     }
     try:
         return commands[args.command](args)
@@ -255,6 +283,18 @@ def _run_doctor(args: argparse.Namespace) -> int:
     ok = asyncio.run(run_doctor(url, Catalogue.load(settings.workflows_dir), report))
     print("All checks passed." if ok else "A check failed: see above.")
     return EXIT_DONE if ok else 1
+
+
+def _run_workflow(args: argparse.Namespace) -> int:
+    from .authoring.commands import run_workflow_command
+    from .settings import Settings
+
+    # the catalogue is what these commands add to and report on: it need not load yet
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        raise SystemExit(f"formy-async workflow {args.action}: {startup_problem(exc)}") from None
+    return run_workflow_command(args, settings)
 
 
 def _mint(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`formy-async doctor`: checks a ComfyUI backend step by step by running the upscale workflow."""
+"""`formy-async doctor`: checks a ComfyUI backend step by step (the upscale workflow run, the
+catalogue's workflows held against its nodes and models)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import aiohttp
 from PIL import Image
 
+from .authoring.check import backend_facts, check_files, workflow_files
 from .comfy.client import ComfyClient, new_prompt_id
 from .errors import FormyError
 from .images import probe
@@ -45,6 +47,7 @@ class Doctor:
             ("upload an input (/upload/image)", self.upload),
             ("run the upscale workflow (/prompt + /ws)", self.execute),
             ("fetch and check the output (/view)", self.check_output),
+            ("the workflows fit this backend (workflow check)", self.workflows_fit),
         ]
         for name, check in checks:
             started = time.perf_counter()
@@ -105,6 +108,21 @@ class Doctor:
         if probed is None or probed[1:] != (128, 96):
             raise AssertionError(f"expected a 128×96 image, got {probed}")
         return f"{probed[0].upper()} {probed[1]}×{probed[2]}, {len(self.output)} bytes"
+
+    async def workflows_fit(self) -> str:
+        files = [workflow_files(workflow) for workflow in self.catalogue.values()]
+        facts = await backend_facts(self.comfy, files)
+        problems = [
+            p.model_copy(update={"backend": None}) for f in files for p in check_files(f, facts)
+        ]
+        if problems:
+            shown = "; ".join(str(p) for p in problems[:3])
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise AssertionError(
+                f"{len(problems)} problem(s), `formy-async workflow check` shows each with its "
+                f"line: {shown}{more}"
+            )
+        return f"{len(files)} workflows: their node classes, inputs, ranges and models are here"
 
 
 async def run_doctor(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from .errors import InvalidGraph, InvalidParams, NodeNotAllowed, PathNotAllowed, WorkflowNotFound
+from .workflow_problems import Finding, Problem, json_line, toml_line
 
 Graph = dict[str, dict[str, Any]]
 
@@ -275,56 +277,132 @@ class Catalogue(Mapping[str, Workflow]):
 
 
 def load_workflow(path: Path) -> Workflow:
-    """Load one manifest and its graph; raise WorkflowError naming the file and the problem."""
+    """Load one manifest and its graph; raise WorkflowError naming the file, line and problem."""
+    files = read_workflow(path)
+    if files.workflow is None:
+        raise WorkflowError("; ".join(str(p) for p in files.problems))
+    return files.workflow
+
+
+class WorkflowFiles(BaseModel):
+    """A manifest and its graph as read from disk, and what is wrong with them (no backend
+    asked): what `Catalogue.load` refuses, and where `formy-async workflow check` starts."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    manifest_path: Path
+    manifest_text: str = ""
+    manifest: Manifest | None = None
+    graph_path: Path | None = None
+    graph_text: str = ""
+    graph: Any = None
+    problems: list[Problem] = []
+    workflow: Workflow | None = None
+
+    def place(self, finding: Finding) -> Problem:
+        """The finding at its file and line."""
+        if finding.file == "graph" and self.graph_path is not None:
+            line = json_line(self.graph_text, finding.keys)
+            return Problem(file=str(self.graph_path), line=line, message=finding.message)
+        line = toml_line(self.manifest_text, finding.keys)
+        return Problem(file=str(self.manifest_path), line=line, message=finding.message)
+
+
+def read_workflow(path: Path) -> WorkflowFiles:
+    """Read and check a manifest and its graph; every problem found is in `problems`, and
+    `workflow` is set only when there is none."""
+    files = WorkflowFiles(manifest_path=path)
     try:
-        manifest = Manifest.model_validate(tomllib.loads(path.read_text()))
+        files.manifest_text = path.read_text()
+        files.manifest = Manifest.model_validate(tomllib.loads(files.manifest_text))
     except ValidationError as exc:
-        raise WorkflowError(f"{path}: {_summary(exc)}") from exc
+        files.problems = [files.place(_manifest_finding(e)) for e in exc.errors()[:5]]
+        return files
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise WorkflowError(f"{path}: {exc}") from exc
-    graph_path = path.parent / manifest.graph
+        line = re.search(r"at line (\d+)", str(exc))
+        files.problems = [
+            Problem(file=str(path), line=int(line[1]) if line else None, message=str(exc))
+        ]
+        return files
+    files.graph_path = path.parent / files.manifest.graph
     try:
-        graph = json.loads(graph_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WorkflowError(f"{graph_path}: {exc}") from exc
-    problem = check_graph(manifest, graph)
-    if problem:
-        raise WorkflowError(f"{graph_path}: {problem}")
+        files.graph_text = files.graph_path.read_text()
+        files.graph = json.loads(files.graph_text)
+    except json.JSONDecodeError as exc:
+        files.problems = [Problem(file=str(files.graph_path), line=exc.lineno, message=exc.msg)]
+        return files
+    except OSError as exc:
+        files.problems = [Problem(file=str(files.graph_path), message=str(exc))]
+        return files
+    files.problems = [files.place(f) for f in graph_findings(files.manifest, files.graph)]
+    if not files.problems:
+        _build(files, files.manifest)
+    return files
+
+
+def _build(files: WorkflowFiles, manifest: Manifest) -> None:
     try:
-        workflow = Workflow(manifest, graph)
+        workflow = Workflow(manifest, files.graph)
         workflow.resolve({n: _example(s) for n, s in manifest.params.items() if s.required})
     except (InvalidParams, TypeError, ValueError) as exc:
-        raise WorkflowError(f"{path}: params do not validate: {exc}") from exc
-    return workflow
+        message = f"params do not validate: {exc}"
+        files.problems = [Problem(file=str(files.manifest_path), message=message)]
+        return
+    files.workflow = workflow
+
+
+def _manifest_finding(error: Any) -> Finding:
+    keys = tuple(str(p) for p in error["loc"])
+    where = ".".join(keys)
+    return Finding(file="manifest", keys=keys, message=f"{where}: {error['msg']}")
 
 
 def check_graph(manifest: Manifest, graph: Any) -> str | None:
     """Why `graph` cannot serve `manifest`, or None when it can."""
+    findings = graph_findings(manifest, graph)
+    return findings[0].message if findings else None
+
+
+def graph_findings(manifest: Manifest, graph: Any) -> list[Finding]:
+    """Everything that keeps `graph` from serving `manifest`, without asking a backend."""
     if not isinstance(graph, dict) or not graph:
-        return "the graph must be a non-empty API-format object {node_id: node}"
+        message = "the graph must be a non-empty API-format object {node_id: node}"
+        return [Finding(file="graph", message=message)]
+    found = []
     for node_id, node in graph.items():
         if not isinstance(node, dict) or "class_type" not in node or "inputs" not in node:
-            return f"node {node_id!r} needs class_type and inputs (is this the API format?)"
+            message = f"node {node_id!r} needs class_type and inputs (is this the API format?)"
+            found.append(Finding(file="graph", keys=(node_id,), message=message))
+    if found:
+        return found
     for node_id in manifest.outputs:
         if node_id not in graph:
-            return f"output node {node_id!r} is not in the graph"
+            message = f"output node {node_id!r} is not in the graph"
+            found.append(Finding(file="manifest", keys=("outputs",), message=message))
     for name, spec in manifest.params.items():
-        for target in spec.targets:
-            node_id, dot, input_name = target.partition(".")
-            if not dot or node_id not in graph:
-                return f"param {name!r}: target {target!r} names no node of the graph"
-            if input_name not in graph[node_id]["inputs"]:
-                return f"param {name!r}: node {node_id!r} has no input {input_name!r}"
-        for preset in spec.presets.values():
-            unknown = set(preset) - set(manifest.params)
-            if unknown:
-                return f"param {name!r}: presets set unknown params {sorted(unknown)}"
-        if spec.enum and spec.presets and set(spec.presets) != {str(v) for v in spec.enum}:
-            return f"param {name!r}: presets must cover exactly the enum values"
-        image = (spec.within or "").partition(".")[0]
-        if image and getattr(manifest.params.get(image), "type", None) != "image":
-            return f"param {name!r}: within names {image!r}, which is not an image param"
-    return None
+        found += [
+            Finding(file="manifest", keys=("params", name, key), message=f"param {name!r}: {m}")
+            for key, m in _param_problems(manifest, graph, spec)
+        ]
+    return found
+
+
+def _param_problems(manifest: Manifest, graph: Graph, spec: ParamSpec) -> Iterator[tuple[str, str]]:
+    for target in spec.targets:
+        node_id, dot, input_name = target.partition(".")
+        if not dot or node_id not in graph:
+            yield "targets", f"target {target!r} names no node of the graph"
+        elif input_name not in graph[node_id]["inputs"]:
+            yield "targets", f"node {node_id!r} has no input {input_name!r}"
+    for preset in spec.presets.values():
+        unknown = set(preset) - set(manifest.params)
+        if unknown:
+            yield "presets", f"presets set unknown params {sorted(unknown)}"
+    if spec.enum and spec.presets and set(spec.presets) != {str(v) for v in spec.enum}:
+        yield "presets", "presets must cover exactly the enum values"
+    image = (spec.within or "").partition(".")[0]
+    if image and getattr(manifest.params.get(image), "type", None) != "image":
+        yield "within", f"within names {image!r}, which is not an image param"
 
 
 def _example(spec: ParamSpec) -> Any:

@@ -16,7 +16,7 @@ PACKAGE = Path(formy_async.__file__).parent
 ROOT = PACKAGE.parent
 
 BOTTOM = {"errors", "settings", "models", "logs"}
-DOMAIN = {"auth", "images", "media", "storage", "workflows", "webhook_urls"}
+DOMAIN = {"auth", "images", "media", "storage", "workflows", "workflow_problems", "webhook_urls"}
 #: what each part may import of ours (besides itself); the entry points (cli, embedded,
 #: doctor, the package's __init__) may import anything
 MAY_IMPORT: dict[str, set[str]] = {
@@ -26,6 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "store": BOTTOM | DOMAIN,
     "worker": BOTTOM | DOMAIN | {"comfy", "store", "client.webhooks"},
     "web": BOTTOM | DOMAIN | {"comfy", "store"},
+    "authoring": BOTTOM | DOMAIN | {"comfy"},
     "client": {"errors", "models"},
     "simulator": {"logs"},
 }

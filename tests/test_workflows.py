@@ -110,12 +110,12 @@ def _write(
     return tmp_path
 
 
-def test_broken_manifest_names_the_file(tmp_path: Path) -> None:
+def test_broken_manifest_names_the_file_and_line(tmp_path: Path) -> None:
     _write(
         tmp_path,
         'name = "w"\ntitle = "W"\ngraph = "w.json"\noutputs = ["1"]\n[params.p]\ntype = "colour"\n',
     )
-    with pytest.raises(WorkflowError, match=r"w\.toml: params\.p\.type"):
+    with pytest.raises(WorkflowError, match=r"w\.toml:6: params\.p\.type"):
         Catalogue.load(tmp_path)
 
 

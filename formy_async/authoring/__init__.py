@@ -1,0 +1,1 @@
+"""Bringing a ComfyUI export into the catalogue: convert it, draft its manifest, check it."""

@@ -1,0 +1,1 @@
+"""Tests of formy_async.authoring."""
