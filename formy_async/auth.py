@@ -16,19 +16,29 @@ from .errors import TokenExpired, TokenInvalid, TokenMissing
 
 ALGORITHM = "HS256"
 USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+#: the claim that gives a token a daily GPU-seconds budget of its own (0: none)
+BUDGET_CLAIM = "gpu_seconds_per_day"
 
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: the token's subject, and whether its scope is `admin`."""
+    """Who is calling: the token's subject, whether its scope is `admin`, and its own daily
+    GPU-seconds budget if it carries one (0: none; None: the service's)."""
 
     user: str
     admin: bool = False
     expires_at: float | None = None
+    gpu_seconds_per_day: float | None = None
 
 
 def mint_token(
-    secret: str, user: str, *, admin: bool = False, ttl: float = 3600, now: float | None = None
+    secret: str,
+    user: str,
+    *,
+    admin: bool = False,
+    ttl: float = 3600,
+    now: float | None = None,
+    gpu_seconds_per_day: float | None = None,
 ) -> str:
     """A token for `user`, as a web app with its own login mints them (same secret, HS256)."""
     if not USER_ID.match(user):
@@ -37,6 +47,8 @@ def mint_token(
     claims: dict[str, object] = {"sub": user, "iat": issued, "exp": issued + int(ttl)}
     if admin:
         claims["scope"] = "admin"
+    if gpu_seconds_per_day is not None:
+        claims[BUDGET_CLAIM] = gpu_seconds_per_day
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -57,7 +69,17 @@ def verify_token(secret: str, token: str) -> Identity:
         raise TokenInvalid("the token's subject is not a valid user id")
     scope = claims.get("scope", "")
     admin = isinstance(scope, str) and "admin" in scope.split()
-    return Identity(user=user, admin=admin, expires_at=float(claims["exp"]))
+    budget = claims.get(BUDGET_CLAIM)
+    if budget is not None and (
+        not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 <= budget < 1e15
+    ):
+        raise TokenInvalid(f"the token's {BUDGET_CLAIM} is not a number of seconds")
+    return Identity(
+        user=user,
+        admin=admin,
+        expires_at=float(claims["exp"]),
+        gpu_seconds_per_day=None if budget is None else float(budget),
+    )
 
 
 class TokenVerifier:

@@ -56,7 +56,8 @@ FormyError                              code, message, details; `http_status` fo
 ├── UnsupportedImage (415)              unsupported_image
 ├── TooManyRequests (429)               too_many_requests, with `retry_after` (seconds)
 │   ├── RateLimited                     rate_limited: too many submissions in a minute
-│   └── TooManyJobs                     too_many_jobs: too many jobs not yet final
+│   ├── TooManyJobs                     too_many_jobs: too many jobs not yet final
+│   └── QuotaExceeded                   quota_exceeded: the day's GPU-seconds budget is used
 ├── StorageUnavailable (503)            storage_unavailable
 ├── RedisUnavailable (503)              redis_unavailable: Redis does not answer (Retry-After)
 ├── ComfyError (502)                    comfy_error: anything ComfyUI made go wrong
@@ -348,6 +349,12 @@ class RateLimited(TooManyRequests):
 
 class TooManyJobs(TooManyRequests):
     code = "too_many_jobs"
+
+
+class QuotaExceeded(TooManyRequests):
+    """A user at or over their daily GPU-seconds budget; it resets at the next UTC midnight."""
+
+    code = "quota_exceeded"
 
 
 class StorageUnavailable(FormyError):

@@ -58,6 +58,31 @@ class JobError(BaseModel):
     details: Any = None
 
 
+class JobMetrics(BaseModel):
+    """What a job used of ComfyUI: its wait, its execution (the GPU-seconds it counts), its
+    model loads, and where it ran."""
+
+    queue_wait_seconds: float | None = Field(
+        None, description="from its submission until ComfyUI began executing it"
+    )
+    execution_seconds: float | None = Field(
+        None, description="ComfyUI's execution of its prompt, start to end: its GPU-seconds"
+    )
+    execution_clock: Literal["comfyui", "worker"] | None = Field(
+        None,
+        description="whose clock timed the execution: `comfyui` (the execution timestamps of "
+        "the prompt's history), or `worker` when the server gave none (a time limit, a cancel)",
+    )
+    model_switch_seconds: float | None = Field(
+        None,
+        description="how long its loader nodes ran (they were not cached: models were "
+        "loaded); null when none ran, so that nothing was measured",
+    )
+    backend: str | None = Field(
+        None, description="(admins) the ComfyUI server it ran on, as its label (no credentials)"
+    )
+
+
 class Job(BaseModel):
     """A job as stored (what users see of it is a `JobView`)."""
 
@@ -84,6 +109,7 @@ class Job(BaseModel):
     reused_from: str | None = Field(
         None, description="the job that ran: this one finished with its outputs (not copied)"
     )
+    metrics: JobMetrics | None = Field(None, description="set when it ran on ComfyUI")
 
     @property
     def is_final(self) -> bool:
@@ -115,6 +141,7 @@ class JobView(BaseModel):
     texts: list[OutputText] = []
     error: JobError | None = None
     reused_from: str | None = None
+    metrics: JobMetrics | None = None
     links: dict[str, str]
 
     @property
@@ -153,6 +180,8 @@ class JobView(BaseModel):
             "texts": job.texts,
             "error": job.error,
             "reused_from": job.reused_from,
+            # where it ran is for admins (AdminJobView), as the job's own `backend` is
+            "metrics": job.metrics.model_copy(update={"backend": None}) if job.metrics else None,
         }
 
 
@@ -171,6 +200,7 @@ class AdminJobView(JobView):
             "backend": backend,
             "attempt": job.attempt,
             "losses": job.losses,
+            "metrics": job.metrics,
         }
 
 
@@ -203,6 +233,41 @@ class SubmitJob(BaseModel):
         if (self.workflow is None) == (self.graph is None):
             raise ValueError("give either `workflow` (with `params`) or `graph`")
         return self
+
+
+class UsageTotals(BaseModel):
+    """Jobs that ran on ComfyUI, and their GPU-seconds and queue wait, summed."""
+
+    jobs: int = 0
+    gpu_seconds: float = 0.0
+    queue_wait_seconds: float = 0.0
+
+    def add(self, other: UsageTotals) -> None:
+        self.jobs += other.jobs
+        self.gpu_seconds += other.gpu_seconds
+        self.queue_wait_seconds += other.queue_wait_seconds
+
+
+class UsageDay(BaseModel):
+    """One UTC day's totals (for admins, also by user and by backend)."""
+
+    day: str = Field(description="the UTC day, YYYY-MM-DD; a job counts on the day it ended")
+    jobs: int = 0
+    gpu_seconds: float = 0.0
+    queue_wait_seconds: float = 0.0
+    users: dict[str, UsageTotals] | None = Field(None, description="(admins) by user")
+    backends: dict[str, UsageTotals] | None = Field(None, description="(admins) by backend")
+
+
+class Usage(BaseModel):
+    """`GET /api/usage`: a user's (or, for admins, everyone's) totals by day, newest first."""
+
+    user: str | None = Field(description="whose usage; null: every user's (admins)")
+    gpu_seconds_per_day: float | None = Field(
+        description="the caller's daily GPU-seconds budget; null: none"
+    )
+    days: list[UsageDay]
+    total: UsageTotals
 
 
 class Upload(BaseModel):

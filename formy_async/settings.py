@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         description="Pending + processing jobs one user may have.",
     )
     submissions_per_minute: int = Field(30, ge=1, description="Per-user submission rate.")
+    gpu_seconds_per_day: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="GPU-seconds a user's jobs may use per UTC day before submissions are "
+        "refused (0: no budget); a token's `gpu_seconds_per_day` claim overrides it.",
+    )
     high_priority_users: Annotated[list[str], NoDecode] = Field(
         [], description="Users who may submit `high` priority jobs (admins always may)."
     )

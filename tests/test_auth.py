@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
+import jwt
 import pytest
 
-from formy_async.auth import TokenVerifier, mint_token
+from formy_async.auth import TokenVerifier, mint_token, verify_token
 from formy_async.errors import Unauthorized
 
 from .conftest import TEST_SECRET
@@ -52,3 +53,20 @@ def test_the_oldest_tokens_are_forgotten_first() -> None:
 
     assert users == ["a", "b", "c"]
     assert len(verify._accepted) == 2
+
+
+def test_a_tokens_gpu_seconds_budget_comes_with_its_identity() -> None:
+    token = mint_token(TEST_SECRET, "alice", gpu_seconds_per_day=600)
+
+    assert verify_token(TEST_SECRET, token).gpu_seconds_per_day == 600.0
+    assert verify_token(TEST_SECRET, mint_token(TEST_SECRET, "bob")).gpu_seconds_per_day is None
+
+
+@pytest.mark.parametrize("budget", ["600", -1, True])
+def test_a_gpu_seconds_budget_that_is_no_number_of_seconds_is_refused(budget: object) -> None:
+    claims = {"sub": "alice", "exp": int(time.time()) + 60, "gpu_seconds_per_day": budget}
+    token = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+    with pytest.raises(Unauthorized) as refused:
+        verify_token(TEST_SECRET, token)
+    assert refused.value.code == "token_invalid"

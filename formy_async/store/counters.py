@@ -3,10 +3,13 @@
 Workers cannot be scraped (a Heroku worker dyno has no port), so job numbers are added to the
 hash `formy:metrics` in the same step as the event they count (the job store's script does it),
 and the web process shows them. Hash fields: `submitted:<workflow>`,
-`finished:<workflow>:<status>`, and per histogram `<name>:<workflow>:le:<bound>` (cumulative, as
-Prometheus wants them), `:sum` and `:count`. Workflow names are catalogue names
-(`[a-z][a-z0-9_]*`), which keeps the label set bounded.
-"""
+`finished:<workflow>:<status>`, the GPU-seconds of jobs that ran (`gpu_seconds:<workflow>`,
+`backend_gpu_seconds:<backend>`, `backend_jobs:<backend>`, and the model loads measured,
+`model_switch_seconds:<backend>`, `model_switches:<backend>`), and per histogram
+`<name>:<workflow>:le:<bound>` (cumulative, as Prometheus wants them), `:sum` and `:count`.
+Workflow names are catalogue names (`[a-z][a-z0-9_]*`) and backends the configured servers'
+labels, which keeps the label set bounded: no user is ever a label (per-user usage is in
+`usage`)."""
 
 from __future__ import annotations
 
@@ -73,7 +76,25 @@ def job_finished_counts(job: Job) -> Counts:
     started, finished = job.started_at, job.finished_at
     duration = finished - started if started is not None and finished is not None else None
     queue_wait = started - job.created_at if started is not None else None
-    return finished_counts(job.workflow, job.status, duration, queue_wait)
+    return finished_counts(job.workflow, job.status, duration, queue_wait) + gpu_counts(job)
+
+
+def gpu_counts(job: Job) -> Counts:
+    """What a final job that ran on ComfyUI used: its GPU-seconds by workflow and by backend,
+    and its model loads when they were measured."""
+    metrics = job.metrics
+    if metrics is None or metrics.execution_seconds is None:
+        return []
+    gpu = float(metrics.execution_seconds)
+    counts: Counts = [(f"gpu_seconds:{job.workflow}", gpu)]
+    if metrics.backend:
+        counts += [(f"backend_gpu_seconds:{metrics.backend}", gpu)]
+        counts += [(f"backend_jobs:{metrics.backend}", 1)]
+        if metrics.model_switch_seconds is not None:
+            switch = float(metrics.model_switch_seconds)
+            counts += [(f"model_switch_seconds:{metrics.backend}", switch)]
+            counts += [(f"model_switches:{metrics.backend}", 1)]
+    return counts
 
 
 def _observe(prefix: str, bounds: Sequence[float], value: float) -> Counts:

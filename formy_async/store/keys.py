@@ -177,3 +177,19 @@ def reuse_followers(leader_id: str) -> str:
 #: sorted set of the running jobs that others follow (by when the first one began to): what
 #: every web process sweeps, so that followers finish even if the process that took them stops
 REUSE_FOLLOWING = f"{PREFIX}:reuse:following"
+
+
+def usage(day: str, user: str) -> str:
+    """Hash of one user's totals on one UTC day (`YYYY-MM-DD`): `jobs`, `gpu_seconds`,
+    `queue_wait_seconds`, and each again per backend as `backend:<label>:<field>`."""
+    return f"{PREFIX}:usage:{day}:user:{user}"
+
+
+def usage_users(day: str) -> str:
+    """Set of the users with usage on one UTC day (what an admin's report reads)."""
+    return f"{PREFIX}:usage:{day}:users"
+
+
+def job_usage(job_id: str) -> str:
+    """Set once the job's usage is counted: it never counts twice."""
+    return f"{PREFIX}:job:{job_id}:usage"

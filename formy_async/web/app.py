@@ -24,8 +24,9 @@ from ..store.queue import RunQueue
 from ..store.reuse import ReuseStore
 from ..store.status import ServiceStatus
 from ..store.uploads import UploadStore
+from ..store.usage import UsageStore
 from ..workflows import Catalogue
-from . import catalog, events, health, jobs, openapi, outputs, page, stats, uploads, ws
+from . import catalog, events, health, jobs, openapi, outputs, page, stats, uploads, usage, ws
 from .context import (
     CATALOGUE,
     CLOSING,
@@ -45,6 +46,7 @@ from .context import (
     STORE,
     TOKENS,
     UPLOADS,
+    USAGE,
 )
 from .errors import error_middleware
 from .followers import FollowerWatch
@@ -79,7 +81,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.cleanup_ctx.append(_comfy_ctx)
     app.on_shutdown.append(_close_websockets)
     app.on_shutdown.append(_end_streams)
-    for module in (jobs, events, outputs, uploads, catalog, stats, health, page, openapi):
+    for module in (jobs, events, outputs, uploads, usage, catalog, stats, health, page, openapi):
         app.add_routes(module.routes)
     setup_metrics(app)
     app.router.add_get("/ws", ws.websocket)
@@ -97,6 +99,7 @@ def _redis_ctx(injected: Redis | None) -> Context:
         app[UPLOADS] = UploadStore(redis, ttl=settings.inputs_ttl)
         app[STATUS] = ServiceStatus(redis, settings.backends)
         app[REUSE] = ReuseStore(redis)
+        app[USAGE] = UsageStore(redis, marker_ttl=settings.job_ttl)
         yield
         if injected is None:
             await redis.aclose()

@@ -21,6 +21,7 @@ from ..store.queue import RunQueue
 from ..store.reuse import ReuseStore
 from ..store.status import ServiceStatus
 from ..store.uploads import UploadStore
+from ..store.usage import UsageStore
 from ..workflows import Catalogue
 from .followers import FollowerWatch
 from .instruments import WebMetrics
@@ -44,6 +45,7 @@ TOKENS = web.AppKey("tokens", TokenVerifier)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 REUSE = web.AppKey("reuse", ReuseStore)
 FOLLOWERS = web.AppKey("followers", FollowerWatch)
+USAGE = web.AppKey("usage", UsageStore)
 #: set when the app shuts down: Server-Sent Events streams end (their clients reconnect)
 CLOSING = web.AppKey("closing", asyncio.Event)
 

@@ -84,6 +84,10 @@ def _counters(fields: Mapping[str, float]) -> Iterator[Metric]:
     finished = CounterMetricFamily(
         "formy_jobs_finished", "Jobs that reached a final state.", labels=["workflow", "status"]
     )
+    by_label = {
+        kind: CounterMetricFamily(name, doc, labels=labels)
+        for kind, (name, doc, labels) in _GPU_COUNTERS.items()
+    }
     for name, value in sorted(fields.items()):
         kind, _, rest = name.partition(":")
         if kind == "submitted":
@@ -91,8 +95,37 @@ def _counters(fields: Mapping[str, float]) -> Iterator[Metric]:
         elif kind == "finished":
             workflow, _, status = rest.rpartition(":")
             finished.add_metric([workflow, status], value)
+        elif kind in by_label:
+            by_label[kind].add_metric([rest], value)
     yield submitted
     yield finished
+    yield from by_label.values()
+
+
+#: counters of what the jobs that ran used, by hash field kind (see counters): name, help, label
+_GPU_COUNTERS: dict[str, tuple[str, str, list[str]]] = {
+    "gpu_seconds": (
+        "formy_gpu_seconds",
+        "Seconds ComfyUI executed jobs (by its own clock), by workflow.",
+        ["workflow"],
+    ),
+    "backend_gpu_seconds": (
+        "formy_backend_gpu_seconds",
+        "Seconds ComfyUI executed jobs, by backend.",
+        ["backend"],
+    ),
+    "backend_jobs": ("formy_backend_jobs", "Jobs that ran, by backend.", ["backend"]),
+    "model_switch_seconds": (
+        "formy_model_switch_seconds",
+        "Seconds loader nodes ran (models loaded), by backend.",
+        ["backend"],
+    ),
+    "model_switches": (
+        "formy_model_switches",
+        "Jobs that loaded models (a loader node not cached), by backend.",
+        ["backend"],
+    ),
+}
 
 
 def _histogram(fields: Mapping[str, float], histogram: SharedHistogram) -> HistogramMetricFamily:

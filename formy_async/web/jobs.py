@@ -34,6 +34,7 @@ from .fetch import with_fetched_inputs
 from .idempotency import claims_of, earlier_answer, replayed
 from .reuse import Submission, fingerprint, store_reusable
 from .security import caller, owned_job, view_of
+from .usage import check_budget
 
 routes = web.RouteTableDef()
 
@@ -70,6 +71,7 @@ async def submit_job(request: web.Request) -> web.Response:
         identity.admin or identity.user in settings.high_priority_users
     ):
         raise PriorityNotAllowed("this user may not submit high priority jobs")
+    await check_budget(request, identity)  # before any image URL is fetched
     job = await _job_from(request, body, identity.user, identity.admin)
     job.priority = body.priority
     if body.webhook_url is not None:

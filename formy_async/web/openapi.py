@@ -25,6 +25,7 @@ from ..models import (
     SubmitJob,
     Subscribe,
     Unsubscribe,
+    Usage,
 )
 from ..workflows import Catalogue
 from .context import CATALOGUE
@@ -103,6 +104,7 @@ def _model_schemas() -> dict[str, Any]:
         Subscribe,
         Unsubscribe,
         Authenticate,
+        Usage,
     ]
     _, schema = models_json_schema([(m, "serialization") for m in models], ref_template=REF)
     defs: dict[str, Any] = schema["$defs"]

@@ -289,6 +289,22 @@ def _catalogue(catalogue: Catalogue) -> dict[str, Any]:
     }
 
 
+def _usage() -> dict[str, Any]:
+    user = {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$"}
+    return {
+        "get": {
+            "summary": "Jobs, GPU-seconds and queue wait by UTC day, today first",
+            "description": "The caller's own; admins see every user's and per backend, or one "
+            "user's with `user`. A job counts on the day it ended, once it ran on ComfyUI.",
+            "parameters": [
+                query("days", {"type": "integer", "minimum": 1, "maximum": 31}, "default 7"),
+                query("user", user, "(admins) one user's usage"),
+            ],
+            "responses": answers({200: json_answer("Usage", "The totals")}, (403,)),
+        }
+    }
+
+
 def _service() -> dict[str, Any]:
     text = {"description": "", "content": {"text/plain": {"schema": {"type": "string"}}}}
     return {
@@ -304,6 +320,7 @@ def _service() -> dict[str, Any]:
                 "responses": answers({200: any_json("")}, (403,)),
             }
         },
+        "/api/usage": _usage(),
         "/api/openapi.json": {
             "get": {
                 "summary": "This description",

@@ -13,6 +13,7 @@ from ..store.jobs import JobStore
 from ..store.lifecycle import Lifecycle
 from ..store.queue import RunQueue
 from ..store.signals import WorkerSignals
+from ..store.usage import UsageStore
 from ..workflows import Catalogue
 from .pool import BackendPool
 from .recovery import Recovery
@@ -32,6 +33,7 @@ class WorkerContext:
     signals: WorkerSignals
     recovery: Recovery
     http: aiohttp.ClientSession
+    usage: UsageStore
 
     @staticmethod
     def of(ctx: dict[str, Any]) -> WorkerContext:

@@ -16,11 +16,13 @@ from ..comfy.loaders import loader_models
 from ..comfy.messages import (
     Executing,
     ExecutionCached,
+    HistoryEntry,
     PreviewImage,
     ProgressStep,
 )
 from ..errors import (
     ComfyError,
+    ComfyExecutionFailed,
     ComfyInterrupted,
     ComfyUnavailable,
     FormyError,
@@ -33,6 +35,7 @@ from ..models import Job, OutputFile
 from ..store.jobs import PreviewImage as StoredPreview
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
+from .metering import Meter
 from .progress import ProgressTracker
 from .timing import RunTimes
 from .transfer import collect_outputs, collect_texts, upload_inputs
@@ -47,10 +50,20 @@ class JobFinalised(Exception):
 class JobRun:
     """One attempt at running a job: the named steps, and the events each one records."""
 
-    def __init__(self, wc: WorkerContext, job: Job, workflow: Workflow, comfy: ComfyClient) -> None:
+    def __init__(
+        self,
+        wc: WorkerContext,
+        job: Job,
+        workflow: Workflow,
+        comfy: ComfyClient,
+        backend: str | None = None,
+    ) -> None:
         self.wc = wc
         self.comfy = comfy
         self.job = job
+        self.backend = backend  # its label: no credentials
+        self.meter = Meter()
+        job.metrics = None  # this attempt's, once it runs
         self.workflow = workflow
         self.log = log.bind(job_id=job.id, workflow=job.workflow, user=job.user)
         self._last_preview = 0.0
@@ -78,6 +91,7 @@ class JobRun:
                 await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             await self.stop(work)
+            self.measure(None)
             await self.fail(JobTimedOut(f"the job ran past its time limit of {limit:g} s"))
             return
         except asyncio.CancelledError:  # worker shutting down: interrupt ComfyUI, hand back
@@ -94,6 +108,7 @@ class JobRun:
             waiter.cancel()
         if not work.done():
             await self.stop(work)
+            self.measure(None)
             await lifecycle.cancel(self.job)
             self.log.info("job_cancelled")
             return
@@ -107,6 +122,25 @@ class JobRun:
         if self.job.prompt_id:
             with contextlib.suppress(ComfyError):
                 await self.comfy.cancel(self.job.prompt_id)
+
+    def measure(self, entry: HistoryEntry | None) -> None:
+        """Put what the attempt used on the job, from the prompt's history where there is one,
+        before its final state is recorded (a failed or stopped prompt used the GPU too)."""
+        if self.job.metrics is None:
+            self.job.metrics = self.meter.metrics(self.job, entry, self.backend)
+
+    async def outcome(self, prompt_id: str) -> HistoryEntry:
+        """The finished prompt's history (raising for a prompt that failed), measured."""
+        try:
+            entry = await self.comfy.result(prompt_id)
+        except (ComfyExecutionFailed, ComfyInterrupted):
+            failed: HistoryEntry | None = None
+            with contextlib.suppress(ComfyError):
+                failed = await self.comfy.history(prompt_id)
+            self.measure(failed)
+            raise
+        self.measure(entry)
+        return entry
 
     async def fail(self, error: FormyError) -> None:
         await self.wc.lifecycle.fail(self.job, error)
@@ -135,10 +169,10 @@ class JobRun:
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         backend = self.job.backend or ""
         await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
-        times = RunTimes(graph)
+        times = self.meter.times = RunTimes(graph)
         await self.follow(graph, prompt_id, socket, times)  # it closes the socket
         await self.wc.pool.measured(backend, switch=times.switch, run=times.run)
-        entry = await self.comfy.result(prompt_id)
+        entry = await self.outcome(prompt_id)
         shown = []
         outputs = collect_outputs(self.comfy, self.wc.storage, entry, self.workflow, self.job)
         async for output in outputs:
@@ -170,6 +204,7 @@ class JobRun:
                 await self.progress(graph, message.node, percent, message.value, message.max)
             elif isinstance(message, PreviewImage):
                 await self.preview(message)
+        self.meter.ended()
 
     @property
     def time_limit(self) -> float:
@@ -179,6 +214,7 @@ class JobRun:
         """ComfyUI began this prompt: its time limit counts from now, not from when it was
         queued behind another prompt (see BackendSpec.lookahead)."""
         self._begun = True
+        self.meter.began()
         if self._limit is not None:
             self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)
 
@@ -233,6 +269,8 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "workflow", "user", "backend")
     final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
+    if final.is_final and final.metrics is not None:
+        await wc.usage.record(final)  # once per job, whoever runs this again
     if final.webhook_url and final.is_final:
         await wc.queue.enqueue_webhook(final)  # once per job: its arq id is fixed
     return final.status
@@ -273,7 +311,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
                 return
             job.backend = backend.url
             structlog.contextvars.bind_contextvars(backend=backend.label)
-            run = JobRun(wc, job, workflow, wc.pool.clients[backend.url])
+            run = JobRun(wc, job, workflow, wc.pool.clients[backend.url], backend.label)
             try:
                 await run.run(cancelled)
             except ComfyUnavailable as exc:

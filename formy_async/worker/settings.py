@@ -27,6 +27,7 @@ from ..store.leases import Heartbeat, Leases
 from ..store.lifecycle import Lifecycle
 from ..store.queue import DELIVER_WEBHOOK, RUN_JOB, RunQueue
 from ..store.signals import WorkerSignals
+from ..store.usage import UsageStore
 from ..workflows import Catalogue
 from .context import WorkerContext
 from .pool import BackendPool
@@ -97,6 +98,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         signals=signals,
         recovery=recovery,
         http=http,
+        usage=UsageStore(redis, marker_ttl=settings.job_ttl),
     )
 
 

@@ -44,6 +44,7 @@ PUBLIC_FIELDS = {
     "texts",
     "error",
     "reused_from",
+    "metrics",
     "links",
 }
 
