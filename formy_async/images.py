@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import warnings
 from dataclasses import dataclass
-
-from PIL import Image, ImageOps, UnidentifiedImageError
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .errors import CorruptImage, ImageTooLarge, UnsupportedImage
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 
@@ -24,11 +28,22 @@ class CheckedImage:
     data: bytes
 
 
+@functools.cache
+def _pillow() -> ModuleType:
+    """Pillow, imported with the first image: the web process checks uploads only now and then,
+    and would otherwise carry it (~2 MB) from start-up on."""
+    import PIL.Image
+    import PIL.ImageOps
+
+    return PIL
+
+
 def _probe(data: bytes) -> tuple[str, int, int] | None:
+    pil = _pillow()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with pil.Image.open(io.BytesIO(data)) as image:
             return (image.format or "").lower(), image.width, image.height
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+    except (pil.UnidentifiedImageError, OSError, pil.Image.DecompressionBombError):
         return None
 
 
@@ -38,13 +53,14 @@ async def probe(data: bytes) -> tuple[str, int, int] | None:
 
 
 def _check(data: bytes, max_pixels: int) -> CheckedImage:
+    pil = _pillow()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            warnings.simplefilter("error", pil.Image.DecompressionBombWarning)
+            image = pil.Image.open(io.BytesIO(data))
+    except (pil.Image.DecompressionBombError, pil.Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"the image has too many pixels (limit {max_pixels})") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except (pil.UnidentifiedImageError, OSError) as exc:
         raise UnsupportedImage("the file is not a PNG, JPEG or WEBP image") from exc
     with image:
         fmt = ALLOWED_FORMATS.get(image.format or "")
@@ -63,7 +79,7 @@ def _check(data: bytes, max_pixels: int) -> CheckedImage:
 
 def _reencode(image: Image.Image, fmt: str) -> CheckedImage:
     """Apply the EXIF orientation and drop every metadata chunk by writing pixels only."""
-    upright = ImageOps.exif_transpose(image)
+    upright = _pillow().ImageOps.exif_transpose(image)
     out = io.BytesIO()
     if fmt == "jpeg":
         upright.convert("RGB").save(out, format="JPEG", quality=95)

@@ -188,9 +188,10 @@ class Settings(BaseSettings):
 
     max_jobs: int = Field(50, ge=1, description="Jobs one worker process runs at once.")
     worker_poll_delay: float = Field(
-        0.05,
+        0.5,
         gt=0,
-        description="Most seconds between queue polls (a queued job wakes idle workers at once).",
+        description="Most seconds between queue polls, a backstop: a queued job wakes idle "
+        "workers at once, a deferred retry its worker when it falls due.",
     )
     job_timeout: float = Field(600, gt=0, description="Longest a job may run, in seconds.")
     job_max_attempts: int = Field(3, ge=1, description="Tries for transient ComfyUI faults.")

@@ -10,12 +10,14 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FormyAPIError, FormyConnectionError, JobFinished
 from ..models import JobView, Upload
 from .api import FormyClient
-from .printer import Printer
+
+if TYPE_CHECKING:
+    from .printer import Printer
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 JOB_STATUSES = ("pending", "processing", "done", "failed", "cancelled")
@@ -108,6 +110,10 @@ Command = Callable[[FormyClient, _Call], Awaitable[int]]
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run one of CLIENT_COMMANDS; its exit status."""
+    # rich's tables and progress bars only when a command prints: the service's processes
+    # (`formy-async worker`, `server.py`) share this parser but never print through it
+    from .printer import Printer
+
     call = _Call(args, Printer(json_lines=args.json))
     try:
         return asyncio.run(_with_client(call, _COMMANDS[args.command]))

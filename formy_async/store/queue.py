@@ -138,6 +138,7 @@ class RunQueue:
         if await self.is_queued(job.id):
             # still queued: only the dead worker's claim keeps others from taking it
             await self.arq.delete(keys.ARQ_IN_PROGRESS_PREFIX + job.id)
+            await self.wake()
             return
         await self.arq.delete(
             keys.ARQ_IN_PROGRESS_PREFIX + job.id,
@@ -145,6 +146,15 @@ class RunQueue:
             keys.ARQ_RETRY_PREFIX + job.id,
         )
         await self.enqueue(job, expires=expires)
+
+    async def wake(self) -> None:
+        """Wake idle workers: a run is due that no enqueue script announced."""
+        await self.arq.publish(keys.WAKE_CHANNEL, "")
+
+    async def due_in(self, job_id: str) -> float | None:
+        """Seconds until the job's queued run falls due (0 or less: due); None when not queued."""
+        score = await self.arq.zscore(keys.ARQ_QUEUE, job_id)
+        return None if score is None else score / 1000 - time.time()
 
     async def depth(self, priorities: dict[str, tuple[float, float]]) -> dict[str, int]:
         """Runs waiting in the queue, by priority."""
@@ -160,7 +170,10 @@ class RunQueue:
         queued = await self.arq.enqueue_job(
             keys.DELIVER_WEBHOOK, job.id, _job_id=f"{keys.DELIVER_WEBHOOK}:{job.id}"
         )
-        return queued is not None
+        if queued is None:
+            return False
+        await self.wake()  # arq's enqueue announces nothing: idle workers would wait a poll
+        return True
 
 
 def _score(bound: float) -> str:

@@ -19,6 +19,9 @@ log = structlog.get_logger()
 
 #: the least time between two polls, however often a worker is woken
 MIN_POLL_GAP = 0.002
+#: the most time after a poll that started jobs before the next: more may wait past what it read
+#: (runs other workers hold sit at the queue's head), and no wake-up would say so
+BUSY_POLL = 0.05
 
 
 class FormyWorker(Worker):
@@ -26,8 +29,12 @@ class FormyWorker(Worker):
 
     arq polls its queue every `poll_delay`, so a job waits half a poll on average before any
     worker looks. Here arq polls back to back and the wait between polls is ours: until a
-    wake-up (published with every queued job, see `WorkerSignals`, and set when a job ends
-    while the worker was full) or `poll_delay`, whichever comes first.
+    wake-up (published with every queued job, see `WorkerSignals`, set when a job ends while
+    the worker was full, and when a retry it deferred falls due) or `poll_delay`, whichever
+    comes first; after a poll that started jobs, BUSY_POLL at most. `poll_delay` is only a
+    backstop, for what no wake-up announces (another worker's deferred retry): each poll costs
+    a few Redis round trips, and polling every 50 ms cost a busy worker about as much CPU as
+    its jobs.
 
     Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
     find it taken (three round trips each, for every job any worker runs). One pipelined
@@ -42,10 +49,12 @@ class FormyWorker(Worker):
         #: set while the worker waits between two polls (for a wake-up or its poll delay)
         self.idle = asyncio.Event()
         self._runs: RunQueue | None = None
+        self._started_some = False  # by the last poll
 
     async def _poll_iteration(self) -> None:
         started = self.loop.time()
         self.wake.clear()  # a wake-up from now on may be for a job this poll does not see
+        self._started_some = False
         await super()._poll_iteration()
         busy = self.loop.time() - started
         if busy < MIN_POLL_GAP:  # a stream of wake-ups must not turn into a busy loop
@@ -53,10 +62,29 @@ class FormyWorker(Worker):
         self.idle.set()
         try:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.idle_poll):
+                wait = min(BUSY_POLL, self.idle_poll) if self._started_some else self.idle_poll
+                async with asyncio.timeout(wait):
                     await self.wake.wait()
         finally:
             self.idle.clear()
+
+    @property
+    def runs(self) -> RunQueue:
+        if self._runs is None:
+            self._runs = RunQueue(self.pool)
+        return self._runs
+
+    async def finish_job(self, job_id: str, finish: bool, *args: Any) -> None:
+        await super().finish_job(job_id, finish, *args)
+        if finish:
+            return
+        # back in the queue: a retry deferred by its delay, or a run handed back (due now)
+        with contextlib.suppress(RedisError):
+            due = await self.runs.due_in(job_id)
+            if due is not None and due > 0:
+                self.loop.call_later(due, self.wake.set)
+            elif due is not None:
+                await self.runs.wake()  # any worker may take it (this one may be stopping)
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         if self.job_counter >= self.max_jobs:
@@ -67,11 +95,10 @@ class FormyWorker(Worker):
         ids = [j.decode() for j in job_ids if j.decode() not in self.tasks]
         if not ids:
             return
-        if self._runs is None:
-            self._runs = RunQueue(self.pool)
-        claimed = await self._runs.claimed(ids)
+        claimed = await self.runs.claimed(ids)
         free = [job_id.encode() for job_id, taken in zip(ids, claimed, strict=True) if not taken]
         if free:
+            self._started_some = True
             await super().start_jobs(free)
 
 

@@ -1,10 +1,18 @@
-"""The worker's poll loop: woken when a job is queued, and when a slot frees up."""
+"""The worker's poll loop: woken when a job is queued, when a slot frees up, and when a run
+it put back in the queue falls due."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
+from arq.worker import func
+from redis.asyncio import Redis
+
+from formy_async.store import keys
+from formy_async.store.connections import arq_pool
+from formy_async.worker.process import FormyWorker
 
 from ..conftest import FIXTURE_WORKFLOWS, StackFactory
 from ..helpers import api_session, follow, submit
@@ -37,3 +45,35 @@ async def test_a_full_worker_takes_the_next_job_when_one_ends(make_stack: StackF
         )  # queued while the worker is full
         assert (await follow(session, stack.url, first["id"], timeout=15))[-1]["type"] == "done"
         assert (await follow(session, stack.url, second["id"], timeout=15))[-1]["type"] == "done"
+
+
+async def test_a_retry_deferred_by_the_worker_wakes_it_when_it_falls_due(redis: Redis) -> None:
+    worker = _worker(redis)
+    await redis.zadd(keys.ARQ_QUEUE, {"job1": (time.time() + 0.3) * 1000})
+    await worker.finish_job("job1", False, None, None, False, None, None)  # arq's retry
+    assert not worker.wake.is_set()
+    await asyncio.wait_for(worker.wake.wait(), 2)
+
+
+async def test_a_run_handed_back_due_now_wakes_every_worker(redis: Redis) -> None:
+    worker = _worker(redis)
+    await redis.zadd(keys.ARQ_QUEUE, {"job1": time.time() * 1000 - 1000})
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(keys.WAKE_CHANNEL)
+        await worker.finish_job("job1", False, None, None, False, None, None)
+        messages = [await pubsub.get_message(timeout=1) for _ in range(2)]
+    assert [m["type"] for m in messages if m] == ["subscribe", "message"]
+
+
+def _worker(redis: Redis) -> FormyWorker:
+    """A worker that is never started: its poll loop's hooks only."""
+    return FormyWorker(
+        functions=[func(_nothing, name="nothing")],
+        redis_pool=arq_pool(redis),
+        handle_signals=False,
+        poll_delay=LONG_POLL,
+    )
+
+
+async def _nothing(ctx: dict[str, object]) -> None:
+    pass

@@ -1,0 +1,65 @@
+"""What the service's processes import at start-up: heavy dependencies only where they are used.
+
+Each one costs every process megabytes of memory from start-up on; they are imported when first
+needed (S3 storage, a video or audio output, an uploaded image, a command that prints).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+SECRET = "s" * 48
+#: what neither process may hold once started with the default (local) storage
+NEVER = {"aiobotocore", "botocore", "av", "formy_async.simulator", "rich.progress"}
+
+WEB = """
+from formy_async.settings import Settings
+from formy_async.web.app import create_app
+create_app(Settings())
+"""
+WORKER = """
+from formy_async.settings import Settings
+from formy_async.worker.process import FormyWorker
+from formy_async.worker.settings import worker_kwargs
+worker_kwargs(Settings())
+"""
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules (and their packages) a fresh interpreter holds after running `code`."""
+    script = code + "import sys, json; print(json.dumps(sorted(sys.modules)))"
+    env = {
+        "SECRET_KEY": SECRET,
+        "FORMY_WORKFLOWS_DIR": str(ROOT / "workflows"),
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(json.loads(result.stdout.splitlines()[-1]))
+
+
+def held(modules: set[str], names: set[str]) -> set[str]:
+    return {n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)}
+
+
+@pytest.mark.parametrize(("process", "code"), [("web", WEB), ("worker", WORKER)])
+def test_a_process_starts_without_what_it_does_not_use(process: str, code: str) -> None:
+    assert held(loaded_after(code), NEVER) == set(), process
+
+
+def test_the_web_process_starts_without_pillow() -> None:
+    """It checks uploaded images now and then; the worker probes every image output."""
+    assert held(loaded_after(WEB), {"PIL"}) == set()
