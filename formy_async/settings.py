@@ -249,6 +249,12 @@ class Settings(BaseSettings):
         False,
         description="Result reuse may hand one user the outputs of another user's identical job.",
     )
+    catalogue_reload: float = Field(
+        2,
+        ge=0,
+        description="Seconds between looks at FORMY_WORKFLOWS_DIR for added, changed or removed "
+        "workflows, which every process then serves without a restart (0: never).",
+    )
     simulator_step_delay: float = Field(0.15, ge=0, description="Embedded simulator, per step.")
     simulator_comfyui_version: str = Field(
         "0.38.1",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import json
 import random
 import re
@@ -151,10 +153,17 @@ class Workflow:
         schema["title"] = self.manifest.title
         return schema
 
+    @functools.cached_property
+    def version(self) -> str:
+        """A digest of the manifest and graph as loaded: it changes with either."""
+        text = self.manifest.model_dump_json() + json.dumps(self.graph, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "name": m.name,
+            "version": self.version,
             "title": m.title,
             "description": m.description,
             "time_limit": m.time_limit,
@@ -258,6 +267,11 @@ class Catalogue(Mapping[str, Workflow]):
                 raise WorkflowError(f"{path}: workflow name {workflow.name!r} is used twice")
             workflows[workflow.name] = workflow
         return cls(workflows)
+
+    def replace(self, other: Catalogue) -> None:
+        """Serve `other`'s workflows from now on (see catalogue_watch); a Workflow already
+        taken from this catalogue is not changed."""
+        self._workflows = dict(other._workflows)
 
     def get_or_raise(self, name: str) -> Workflow:
         try:

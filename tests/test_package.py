@@ -16,7 +16,16 @@ PACKAGE = Path(formy_async.__file__).parent
 ROOT = PACKAGE.parent
 
 BOTTOM = {"errors", "settings", "models", "logs"}
-DOMAIN = {"auth", "images", "media", "storage", "workflows", "workflow_problems", "webhook_urls"}
+DOMAIN = {
+    "auth",
+    "images",
+    "media",
+    "storage",
+    "workflows",
+    "workflow_problems",
+    "catalogue_watch",
+    "webhook_urls",
+}
 #: what each part may import of ours (besides itself); the entry points (cli, embedded,
 #: doctor, the package's __init__) may import anything
 MAY_IMPORT: dict[str, set[str]] = {

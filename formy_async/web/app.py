@@ -12,6 +12,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from ..auth import TokenVerifier
+from ..catalogue_watch import CatalogueWatch
 from ..comfy.client import ComfyClient
 from ..comfy.model_lists import ModelsCache
 from ..settings import Settings
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.cleanup_ctx.append(_redis_ctx(redis))
     app.cleanup_ctx.append(_hub_ctx)
     app.cleanup_ctx.append(_followers_ctx)
+    app.cleanup_ctx.append(_catalogue_ctx)
     app.cleanup_ctx.append(_storage_ctx)
     app.cleanup_ctx.append(_comfy_ctx)
     app.on_shutdown.append(_close_websockets)
@@ -125,6 +127,14 @@ async def _followers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _end_streams(app: web.Application) -> None:
     app[CLOSING].set()
+
+
+async def _catalogue_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    watch = CatalogueWatch(app[CATALOGUE], settings.workflows_dir, settings.catalogue_reload)
+    watch.start()
+    yield
+    await watch.aclose()
 
 
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:

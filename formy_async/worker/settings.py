@@ -18,6 +18,7 @@ import aiohttp
 from arq.cron import cron
 from arq.worker import func
 
+from ..catalogue_watch import CatalogueWatch
 from ..logs import setup_logging
 from ..settings import Settings
 from ..storage import storage_from_settings
@@ -87,6 +88,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     exits.push_async_callback(recovery.aclose)
     await recovery.start()
+    watch = CatalogueWatch(ctx["catalogue"], settings.workflows_dir, settings.catalogue_reload)
+    watch.start()
+    exits.push_async_callback(watch.aclose)
     ctx["formy"] = WorkerContext(
         settings=settings,
         store=store,
