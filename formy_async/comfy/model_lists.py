@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import ComfyUnavailable, ModelNotFound
 from ..workflows import Workflow
 from .client import ComfyClient
+from .loaders import loader_models
 
 MODEL_FOLDERS = ("checkpoints", "controlnet", "diffusion_models", "loras", "vae")
 
@@ -20,24 +21,51 @@ class ModelsCache:
     def __init__(self, clients: Sequence[ComfyClient], *, ttl: float) -> None:
         self.clients = list(clients)
         self.ttl = ttl
-        self._cache: dict[str, tuple[float, list[str]]] = {}
+        #: folder → (until, each backend's list by label; a backend that did not answer: absent)
+        self._cache: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
-    async def folder(self, name: str) -> list[str]:
-        """The names any backend lists in the folder; ComfyUnavailable when none answers."""
+    async def by_backend(self, name: str) -> dict[str, list[str]]:
+        """Each answering backend's names in the folder, by its label; ComfyUnavailable when
+        none answers."""
         cached = self._cache.get(name)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         answers = await asyncio.gather(
             *(client.models(name) for client in self.clients), return_exceptions=True
         )
-        lists = [a for a in answers if isinstance(a, list)]
+        lists = {
+            client.label: answer
+            for client, answer in zip(self.clients, answers, strict=True)
+            if isinstance(answer, list)
+        }
         if not lists:
             failure = next(a for a in answers if isinstance(a, BaseException))
             if isinstance(failure, ComfyUnavailable):
                 raise failure
             raise ComfyUnavailable(f"no ComfyUI backend listed its {name}: {failure!r}")
-        found = list(dict.fromkeys(model for models in lists for model in models))
-        self._cache[name] = (time.monotonic() + self.ttl, found)
+        self._cache[name] = (time.monotonic() + self.ttl, lists)
+        return lists
+
+    async def folder(self, name: str) -> list[str]:
+        """The names any backend lists in the folder; ComfyUnavailable when none answers."""
+        lists = await self.by_backend(name)
+        return list(dict.fromkeys(model for models in lists.values() for model in models))
+
+    async def holders(self, workflow: Workflow) -> dict[str, list[str]]:
+        """Every model the workflow's graph loads with its default params → the labels of the
+        backends that list it (in any model folder); {} when no backend answers."""
+        defaults = {name: spec.default for name, spec in workflow.manifest.params.items()}
+        needed = loader_models(workflow.render(defaults, output_prefix=""))
+        found: dict[str, list[str]] = {model: [] for model in sorted(needed)}
+        for folder in MODEL_FOLDERS:
+            try:
+                lists = await self.by_backend(folder)
+            except ComfyUnavailable:
+                return {}
+            for label, models in lists.items():
+                for model in needed.intersection(models):
+                    if label not in found[model]:
+                        found[model].append(label)
         return found
 
     async def all(self) -> dict[str, list[str]]:

@@ -146,6 +146,24 @@ async def test_workflows_list_a_json_schema_each(fake_stack: Stack) -> None:
     assert t2i["params"]["required"] == ["prompt"]
 
 
+async def test_a_workflow_says_which_models_it_loads_and_how_many_backends_have_each(
+    fake_stack: Stack,
+) -> None:
+    async with api_session() as session:
+        _, pose = await get_json(session, f"{fake_stack.url}/api/workflows/pose_change")
+    assert pose["version"]
+    assert pose["models"] == {
+        "control_v11p_sd15_openpose.pth": 1,
+        "v1-5-pruned-emaonly.safetensors": 1,
+    }
+
+
+async def test_admins_see_which_backends_have_a_workflows_models(fake_stack: Stack) -> None:
+    async with api_session(ADMIN_TOKEN) as session:
+        _, t2i = await get_json(session, f"{fake_stack.url}/api/workflows/text_to_image")
+    assert t2i["models"] == {"sd_xl_base_1.0.safetensors": [fake_stack.settings.comfyui_base]}
+
+
 async def test_job_list_is_newest_first_and_pages(fake_stack: Stack) -> None:
     async with api_session() as session:
         ids = [
