@@ -275,7 +275,7 @@ def _catalogue(catalogue: Catalogue) -> dict[str, Any]:
         },
         "/api/workflows/{name}": {
             "get": {
-                "summary": "One workflow: its params, version, and the models it loads with the backends that have each",
+                "summary": "One workflow, its version, and the models it loads with who has them",
                 "parameters": [{**path_param("name", "the workflow"), "schema": names}],
                 "responses": answers({200: {**any_json(""), **described}}, (404,)),
             }
