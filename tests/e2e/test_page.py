@@ -227,6 +227,21 @@ async def test_model_picker_lists_the_servers_models(pages: Pages, server: Serve
     assert set(models["checkpoints"]) <= set(options)
 
 
+async def test_model_picker_says_when_no_server_has_the_default_model(
+    pages: Pages, server: Server
+) -> None:
+    page = await pages.open("about:blank")
+    await page.route(
+        "**/api/models",
+        lambda route: route.fulfill(json={"checkpoints": ["other.safetensors"]}),
+    )
+    await page.goto("/")
+    picker = page.locator("#param-model")
+    await expect(picker).to_have_js_property("tagName", "SELECT")
+    options = await picker.locator("option").all_inner_texts()
+    assert options == ["sd_xl_base_1.0.safetensors (on no ComfyUI server)", "other.safetensors"]
+
+
 async def test_model_picker_falls_back_to_text_when_models_fail(
     pages: Pages, server: Server
 ) -> None:
