@@ -8,11 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from formy_async.catalogue_watch import CatalogueWatch
+from formy_async.web.app import create_app
 from formy_async.workflows import Catalogue
 
-from .conftest import FIXTURE_WORKFLOWS, ROOT, StackFactory
+from .conftest import FIXTURE_WORKFLOWS, ROOT, StackFactory, stack_settings
 from .helpers import api_session, follow, get_json, submit, wait_until
 
 
@@ -79,21 +81,35 @@ async def test_a_changed_workflow_has_a_new_version_and_the_old_object_is_unchan
 
 
 async def test_a_workflow_added_while_the_stack_runs_is_usable_within_seconds(
-    make_stack: StackFactory, directory: Path
+    make_stack: StackFactory, directory: Path, redis_url: str, simulator_url: str, tmp_path: Path
 ) -> None:
+    second = stack_settings(
+        redis_url, simulator_url, tmp_path, workflows_dir=directory, catalogue_reload=0.1
+    )
+    runner = web.AppRunner(create_app(second))
     async with (
         make_stack(workflows_dir=directory, catalogue_reload=0.1) as stack,
         api_session() as session,
     ):
-        add_fox(directory)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", second.port).start()
+        other = f"http://127.0.0.1:{second.port}"
+        try:
+            add_fox(directory)
 
-        async def listed() -> bool:
-            _, body = await get_json(session, f"{stack.url}/api/workflows")
-            return "fox" in [w["name"] for w in body["workflows"]]
+            async def listed() -> bool:  # by both web processes
+                for base in (stack.url, other):
+                    _, body = await get_json(session, f"{base}/api/workflows")
+                    if "fox" not in [w["name"] for w in body["workflows"]]:
+                        return False
+                return True
 
-        await wait_until(listed, timeout=10)
-        job = await submit(session, stack.url, "fox", prompt="a fox", steps=2, width=64, height=64)
-        events = await follow(session, stack.url, job["id"])
+            await wait_until(listed, timeout=10)
+            params = {"prompt": "a fox", "steps": 2, "width": 64, "height": 64}
+            job = await submit(session, other, "fox", **params)  # the stack's worker runs it
+            events = await follow(session, stack.url, job["id"])
+        finally:
+            await runner.cleanup()
     assert events[-1]["type"] == "done"
 
 
