@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     high_priority_users: Annotated[list[str], NoDecode] = Field(
         [], description="Users who may submit `high` priority jobs (admins always may)."
     )
+    user_weights: Annotated[dict[str, float], NoDecode] = Field(
+        {},
+        description="Shares of the GPUs within a priority, `alice=2,bob=0.5` (everyone else: 1); "
+        "a user of weight 2 gets two turns for another's one.",
+    )
     signed_url_ttl: int = Field(24 * 3600, gt=0, description="Seconds a signed output URL works.")
     page_user: str | None = Field(
         None, description="Set by `formy-async run`: the page gets a token for this user."
@@ -271,6 +276,28 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.lstrip().startswith("["):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("user_weights", mode="before")
+    @classmethod
+    def _weights(cls, value: object) -> object:
+        if not isinstance(value, str) or value.lstrip().startswith("{"):
+            return value
+        weights = {}
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            user, _, weight = part.partition("=")
+            weights[user.strip()] = float(weight)
+        return weights
+
+    @field_validator("user_weights")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [user for user, weight in value.items() if not 0 < weight < 1e6]
+        if bad:
+            raise ValueError(f"a weight must be a number above 0 (not for {', '.join(bad)})")
+        return value
+
+    def weight(self, user: str) -> float:
+        return self.user_weights.get(user, 1.0)
 
     def check_secret(self) -> None:
         """Refuse to serve with a guessable secret: tokens and signed URLs rest on it."""

@@ -58,3 +58,22 @@ def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "http://not-redis")
     with pytest.raises(ValidationError, match="REDIS_URL"):
         Settings()
+
+
+def test_user_weights_are_read_as_user_equals_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORMY_USER_WEIGHTS", "alice=2, bob=0.5")
+    settings = Settings()
+    assert (settings.weight("alice"), settings.weight("bob"), settings.weight("carol")) == (
+        2.0,
+        0.5,
+        1.0,
+    )
+
+
+@pytest.mark.parametrize("bad", ["alice=0", "alice=-1", "alice=lots"])
+def test_a_weight_that_is_not_a_positive_number_is_refused(
+    monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    monkeypatch.setenv("FORMY_USER_WEIGHTS", bad)
+    with pytest.raises(ValidationError):
+        Settings()

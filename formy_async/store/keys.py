@@ -193,3 +193,12 @@ def usage_users(day: str) -> str:
 def job_usage(job_id: str) -> str:
     """Set once the job's usage is counted: it never counts twice."""
     return f"{PREFIX}:job:{job_id}:usage"
+
+
+#: sorted set of the runs not yet finished, in fair order: priority first, then each user's
+#: turn (start-time fair queueing; a job's score is its priority offset + its start tag)
+FAIR_LINE = f"{PREFIX}:fair:line"
+#: hash user → the virtual time at which that user's queued runs end (their next start tag)
+FAIR_FINISH = f"{PREFIX}:fair:finish"
+#: the virtual time: the start tag of the latest run given a ComfyUI slot
+FAIR_CLOCK = f"{PREFIX}:fair:clock"

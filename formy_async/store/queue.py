@@ -34,18 +34,46 @@ DAY_MS = 24 * 3600 * 1000
 #: high job queued now is ahead of every normal job queued in the last day, and so on
 OFFSET_MS: dict[str, int] = {"high": -2 * DAY_MS, "normal": -DAY_MS, "low": 0}
 
+#: fair share within a priority: a run's place in the fair line is its priority's offset plus
+#: its user's start tag, in units of one job of weight 1 (a priority always comes first)
+FAIR_OFFSET: dict[str, float] = {"high": -2e12, "normal": -1e12, "low": 0.0}
+
 #: the key and argument names `ENQUEUE_LUA` reads, for scripts that include it
-ENQUEUE_KEYS = ("run_key", "run_result_key", "queue_key")
-ENQUEUE_ARGS = ("run_payload", "run_expires_ms", "run_score", "run_id", "wake_channel")
+ENQUEUE_KEYS = (
+    "run_key",
+    "run_result_key",
+    "queue_key",
+    "fair_line_key",
+    "fair_finish_key",
+    "fair_clock_key",
+)
+ENQUEUE_ARGS = (
+    "run_payload",
+    "run_expires_ms",
+    "run_score",
+    "run_id",
+    "wake_channel",
+    "fair_user",
+    "fair_cost",
+    "fair_offset",
+)
 
 #: arq's enqueue of one run, refused (as arq refuses it) while arq still holds the job or its
 #: result; sets the Lua variable `queued` to 1, or 0 when refused or when there is no run
-#: (`run_id` empty)
+#: (`run_id` empty). A run new to the fair line gets its user's next start tag there (one that
+#: is queued again keeps its place).
 ENQUEUE_LUA = """
 local queued = 0
 if run_id ~= '' and redis.call('EXISTS', run_key, run_result_key) == 0 then
   redis.call('SET', run_key, run_payload, 'PX', run_expires_ms)
   redis.call('ZADD', queue_key, run_score, run_id)
+  if redis.call('ZSCORE', fair_line_key, run_id) == false then
+    local clock = tonumber(redis.call('GET', fair_clock_key) or '0')
+    local finish = tonumber(redis.call('HGET', fair_finish_key, fair_user) or '0')
+    local start = math.max(clock, finish)
+    redis.call('HSET', fair_finish_key, fair_user, tostring(start + tonumber(fair_cost)))
+    redis.call('ZADD', fair_line_key, tonumber(fair_offset) + start, run_id)
+  end
   redis.call('PUBLISH', wake_channel, run_id)
   queued = 1
 end
@@ -60,6 +88,9 @@ class QueueEntry:
     payload: bytes = b""
     expires_ms: int = 0
     score: int = 0
+    user: str = ""
+    cost: float = 1.0  # 1 / the user's weight
+    priority: str = "normal"
 
     @property
     def keys(self) -> dict[str, str]:
@@ -67,6 +98,9 @@ class QueueEntry:
             "run_key": keys.ARQ_JOB_PREFIX + self.job_id,
             "run_result_key": result_key_prefix + self.job_id,
             "queue_key": keys.ARQ_QUEUE,
+            "fair_line_key": keys.FAIR_LINE,
+            "fair_finish_key": keys.FAIR_FINISH,
+            "fair_clock_key": keys.FAIR_CLOCK,
         }
 
     @property
@@ -77,6 +111,9 @@ class QueueEntry:
             "run_score": self.score,
             "run_id": self.job_id,
             "wake_channel": keys.WAKE_CHANNEL,
+            "fair_user": self.user,
+            "fair_cost": repr(self.cost),
+            "fair_offset": repr(FAIR_OFFSET.get(self.priority, 0.0)),
         }
 
 
@@ -84,8 +121,9 @@ class QueueEntry:
 NO_RUN = QueueEntry()
 
 
-def queue_entry(job: Job, *, expires: int) -> QueueEntry:
-    """The job's run, scored by its priority, its arq key living `expires` seconds."""
+def queue_entry(job: Job, *, expires: int, weight: float = 1.0) -> QueueEntry:
+    """The job's run, scored by its priority, its arq key living `expires` seconds; in the fair
+    line, a job of a user of `weight` 2 counts half."""
     now_ms = int(time.time() * 1000)
     payload = serialize_job(keys.RUN_JOB, (job.id,), {}, None, now_ms, serializer=job_serializer)
     return QueueEntry(
@@ -93,6 +131,9 @@ def queue_entry(job: Job, *, expires: int) -> QueueEntry:
         payload=payload,
         expires_ms=expires * 1000,
         score=now_ms + OFFSET_MS.get(job.priority, 0),
+        user=job.user,
+        cost=1.0 / weight,
+        priority=job.priority,
     )
 
 
@@ -118,6 +159,29 @@ class RunQueue:
         """Queue the job's run under its priority; False when arq already holds that job id."""
         entry = queue_entry(job, expires=expires)
         return bool(await self._enqueue(entry.keys, entry.args))
+
+    async def fair_place(self, job_id: str) -> float | None:
+        """The run's score in the fair line (None for a run queued before it existed)."""
+        score = await self.arq.zscore(keys.FAIR_LINE, job_id)
+        return None if score is None else float(score)
+
+    async def fair_candidates(self, limit: int) -> list[str]:
+        """Up to `limit` runs due now, in fair order; runs arq no longer holds leave the line."""
+        ids = [_text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, limit - 1)]
+        if not ids:
+            return []
+        scores = await self.arq.zmscore(keys.ARQ_QUEUE, ids)
+        gone = [i for i, score in zip(ids, scores, strict=True) if score is None]
+        if gone:
+            await self.arq.zrem(keys.FAIR_LINE, *gone)
+        now_ms = time.time() * 1000
+        return [
+            i for i, score in zip(ids, scores, strict=True) if score is not None and score <= now_ms
+        ]
+
+    async def finished(self, job_id: str) -> None:
+        """The run is over: out of the fair line."""
+        await self.arq.zrem(keys.FAIR_LINE, job_id)
 
     async def is_queued(self, job_id: str) -> bool:
         return await self.arq.zscore(keys.ARQ_QUEUE, job_id) is not None
@@ -178,3 +242,7 @@ class RunQueue:
 
 def _score(bound: float) -> str:
     return "-inf" if bound == float("-inf") else "+inf" if bound == float("inf") else repr(bound)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -20,7 +20,8 @@ from .scripts import Script
 # Grants a slot to the job if it is among the first `free` waiting jobs, on the first backend
 # (in the caller's order of preference) that is healthy and has room; answers its position in
 # that order (1-based), or 0. Waiting jobs whose worker stopped asking (their `wait` key
-# expired) are dropped from the line.
+# expired) are dropped from the line. A job granted a slot moves the fair line's virtual time
+# on to its start tag (`fair_start`, if it has one).
 #   extra keys: per backend its slots, then per backend its `down` marker
 #   extra args: per backend its capacity
 _ACQUIRE = """
@@ -49,6 +50,10 @@ for i = 1, n do
     redis.call('ZADD', slots, lease_end_ms, job_id)
     redis.call('ZREM', line_key, job_id)
     redis.call('DEL', wait_prefix .. job_id)
+    local clock = tonumber(redis.call('GET', fair_clock_key) or '0')
+    if fair_start ~= '' and clock < tonumber(fair_start) then
+      redis.call('SET', fair_clock_key, fair_start)
+    end
     return i
   end
 end
@@ -73,7 +78,7 @@ class Slots:
         self.lease_ms = int(lease * 1000)
         self._acquire = Script(
             redis,
-            ("line_key",),
+            ("line_key", "fair_clock_key"),
             (
                 "job_id",
                 "line_score",
@@ -82,6 +87,7 @@ class Slots:
                 "wait_prefix",
                 "wait_ttl_ms",
                 "backend_count",
+                "fair_start",
             ),
             _ACQUIRE,
         )
@@ -96,13 +102,19 @@ class Slots:
             answers = await pipe.execute()
         return [(int(answers[i]), bool(answers[i + 1])) for i in range(0, len(answers), 2)]
 
-    async def acquire(self, job_id: str, order: int, specs: Sequence[BackendSpec]) -> int | None:
+    async def acquire(
+        self,
+        job_id: str,
+        order: float,
+        specs: Sequence[BackendSpec],
+        fair_start: float | None = None,
+    ) -> int | None:
         """Join the line (at `order`) and take a slot on the first of `specs` that has one for
         this job now; its index in `specs`, or None (the job stays in line)."""
         now_ms = int(time.time() * 1000)
         granted = int(
             await self._acquire(
-                {"line_key": keys.POOL_WAITING},
+                {"line_key": keys.POOL_WAITING, "fair_clock_key": keys.FAIR_CLOCK},
                 {
                     "job_id": job_id,
                     "line_score": order,
@@ -111,6 +123,7 @@ class Slots:
                     "wait_prefix": keys.POOL_WAIT_PREFIX,
                     "wait_ttl_ms": self.lease_ms,
                     "backend_count": len(specs),
+                    "fair_start": "" if fair_start is None else repr(fair_start),
                 },
                 extra_keys=[
                     *(keys.backend_slots(s.url) for s in specs),

@@ -83,7 +83,7 @@ async def submit_job(request: web.Request) -> web.Response:
     quota = Quota(
         jobs=settings.max_concurrent_tasks_per_user, per_minute=settings.submissions_per_minute
     )
-    run = queue_entry(job, expires=settings.job_ttl)
+    run = queue_entry(job, expires=settings.job_ttl, weight=settings.weight(job.user))
     try:
         await _store(request, Submission(job, quota, run, claims, _deadline()), body.reuse)
     except DuplicateSubmission as duplicate:  # the same key and body, a moment earlier

@@ -25,7 +25,7 @@ from ..comfy.client import ComfyClient
 from ..errors import ComfyError
 from ..models import Job
 from ..settings import BackendSpec
-from ..store.queue import OFFSET_MS
+from ..store.queue import FAIR_OFFSET, OFFSET_MS
 from ..store.slots import Slots
 from ..store.warmth import Warm, Warmth
 
@@ -52,9 +52,10 @@ class BackendPool:
         self.probe_interval = probe_interval
         self.held: dict[str, str] = {}  # job id → backend url
         # the jobs of this process waiting for a slot: their place in line, and what wakes them
-        self._waiting: dict[str, tuple[int, asyncio.Event]] = {}
+        self._waiting: dict[str, tuple[float, asyncio.Event]] = {}
         self._aside: set[str] = set()  # of those, the ones out of the line for a warm backend
         self._wants: dict[str, frozenset[str]] = {}  # and the models each one needs
+        self._fair: dict[str, float] = {}  # and the place in the fair line of those that have one
         self.slots = Slots(redis, lease=lease)
         self.warmth = Warmth(redis)
         self._task: asyncio.Task[None] | None = None
@@ -105,9 +106,14 @@ class BackendPool:
             return []  # wait for a warm one to free up
         return ranked
 
+    def _place(self, job: Job) -> tuple[float, float | None]:
+        """The job's place in the waiting line, and in the fair line if it has one."""
+        waiting = self._waiting.get(job.id)
+        return (waiting[0] if waiting else line_order(job)), self._fair.get(job.id)
+
     def _queued(self, job: Job, models: frozenset[str]) -> int:
         """Jobs of this process waiting for the same models, ahead of `job` in line."""
-        order = line_order(job)
+        order = self._place(job)[0]
         return sum(
             1
             for other, (their_order, _) in self._waiting.items()
@@ -127,7 +133,9 @@ class BackendPool:
             await self.slots.step_aside(job.id)
             return None
         self._aside.discard(job.id)
-        granted = await self.slots.acquire(job.id, line_order(job), specs)
+        order, fair = self._place(job)
+        start = None if fair is None else fair - FAIR_OFFSET.get(job.priority, 0.0)
+        granted = await self.slots.acquire(job.id, order, specs, start)
         if granted is None:
             return None
         spec = specs[granted]
@@ -138,11 +146,16 @@ class BackendPool:
 
     @contextlib.asynccontextmanager
     async def slot(
-        self, job: Job, give_up: asyncio.Event, models: frozenset[str] = frozenset()
+        self,
+        job: Job,
+        give_up: asyncio.Event,
+        models: frozenset[str] = frozenset(),
+        fair: float | None = None,
     ) -> AsyncIterator[BackendSpec | None]:
         """Wait for a slot (None if `give_up` is set first), on a backend that suits the job's
-        `models`; hold it while the block runs."""
-        spec = await self._wait_for_slot(job, give_up, models)
+        `models`, in its turn (`fair`: its place in the fair line, see RunQueue.fair_place);
+        hold it while the block runs."""
+        spec = await self._wait_for_slot(job, give_up, models, fair)
         try:
             yield spec
         finally:
@@ -166,12 +179,14 @@ class BackendPool:
             self._waiting[job_id][1].set()
 
     async def _wait_for_slot(
-        self, job: Job, give_up: asyncio.Event, models: frozenset[str]
+        self, job: Job, give_up: asyncio.Event, models: frozenset[str], fair: float | None
     ) -> BackendSpec | None:
-        order = line_order(job)
+        order = line_order(job) if fair is None else fair
         woken = asyncio.Event()
         self._waiting[job.id] = (order, woken)
         self._wants[job.id] = models
+        if fair is not None:
+            self._fair[job.id] = fair
         try:
             while not give_up.is_set():
                 spec = await self.try_acquire(job, models)
@@ -183,6 +198,7 @@ class BackendPool:
         finally:
             del self._waiting[job.id]
             self._wants.pop(job.id, None)
+            self._fair.pop(job.id, None)
             self._aside.discard(job.id)
             self.slot_freed()  # there may be more free slots, or the next in line now leads
 

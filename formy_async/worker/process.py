@@ -39,6 +39,9 @@ class FormyWorker(Worker):
     Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
     find it taken (three round trips each, for every job any worker runs). One pipelined
     EXISTS over the candidates' claims skips them first.
+
+    Runs are taken in the fair line's order (see `store.queue.FAIR_OFFSET`), not arq's: within
+    a priority, each user in turn, so that one user's backlog does not hold up another's job.
     """
 
     def __init__(self, *args: Any, poll_delay: float = 0.5, **kwargs: Any) -> None:
@@ -77,6 +80,8 @@ class FormyWorker(Worker):
     async def finish_job(self, job_id: str, finish: bool, *args: Any) -> None:
         await super().finish_job(job_id, finish, *args)
         if finish:
+            with contextlib.suppress(RedisError):
+                await self.runs.finished(job_id)
             return
         # back in the queue: a retry deferred by its delay, or a run handed back (due now)
         with contextlib.suppress(RedisError):
@@ -92,7 +97,12 @@ class FormyWorker(Worker):
         super()._release_sem_dec_counter_on_complete()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        ids = [j.decode() for j in job_ids if j.decode() not in self.tasks]
+        # runs in fair order (each user's turn within a priority), then what arq found that is
+        # not in the fair line (webhook deliveries), in arq's order
+        fair = await self.runs.fair_candidates(self.queue_read_limit)
+        listed = set(fair)
+        found = [*fair, *(j.decode() for j in job_ids if j.decode() not in listed)]
+        ids = [job_id for job_id in found if job_id not in self.tasks]
         if not ids:
             return
         claimed = await self.runs.claimed(ids)

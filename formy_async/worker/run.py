@@ -301,11 +301,12 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
         log.warning("job_failed", code=reason.code, error=reason.message)
         return
     run: JobRun | None = None
+    fair = await wc.queue.fair_place(job.id)
     try:
         async with (
             wc.recovery.lease(job.id),
             wc.signals.watch(job.id) as cancelled,
-            wc.pool.slot(job, cancelled, _models(job, workflow)) as backend,  # waits its turn
+            wc.pool.slot(job, cancelled, _models(job, workflow), fair) as backend,  # its turn
         ):
             if backend is None:  # cancelled while it waited: the canceller recorded it
                 return
