@@ -51,6 +51,9 @@ class Config:
     placement_switch: float = 2.0
     placement_job: float = 0.5
     placement_jobs: int = 60
+    # fairness: user A queues `fair_backlog` jobs of `fair_job` seconds, then user B one
+    fair_backlog: int = 100
+    fair_job: float = 0.2
 
     @classmethod
     def quick(cls) -> Config:
@@ -71,4 +74,5 @@ class Config:
             peer_backlog=30,
             trace_jobs=10,
             placement_jobs=24,
+            fair_backlog=30,
         )

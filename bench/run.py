@@ -22,6 +22,7 @@ from typing import Any
 from . import procs, stalls
 from .config import Config
 from .rows_events import concurrency_row, relay_row, wscap_row
+from .rows_fairness import fairness_row
 from .rows_peers import peers_row
 from .rows_placement import placement_row
 from .rows_queue import pickup_row, submission_row, throughput_row
@@ -38,6 +39,7 @@ ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
     "peers": peers_row,
     "trace": trace_row,
     "placement": placement_row,
+    "fairness": fairness_row,
 }
 
 

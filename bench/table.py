@@ -218,6 +218,18 @@ def _placement(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -
     verdicts["placement_makespan_2x_shorter"] = ok
 
 
+def _fairness(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    ours, fifo = r.get("formy"), r.get("fifo")
+    job = float(r.get("job_s", math.nan))
+    # the one running and the one queued ahead on ComfyUI, with a job's worth to spare
+    ok = _check(_med(ours, "b_wait_s"), lambda x: x <= 3 * job)
+    lines.append(("fair share", "B's wait behind A's backlog", _cell(ours, "b_wait_s", "s", 2),
+                  "first in, first out " + _cell(fifo, "b_wait_s", "s", 2),
+                  _ratio(_med(ours, "b_wait_s"), _med(fifo, "b_wait_s")),
+                  f"≤ about one job ({job:g} s) per backend", _verdict(ok)))  # fmt: skip
+    verdicts["fairness_b_waits_about_one_job"] = ok
+
+
 RENDERERS = {
     "relay": _relay,
     "pickup": _pickup,
@@ -228,6 +240,7 @@ RENDERERS = {
     "peers": _peers,
     "trace": _trace,
     "placement": _placement,
+    "fairness": _fairness,
 }
 
 
