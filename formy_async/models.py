@@ -110,6 +110,8 @@ class Job(BaseModel):
         None, description="the job that ran: this one finished with its outputs (not copied)"
     )
     metrics: JobMetrics | None = Field(None, description="set when it ran on ComfyUI")
+    queue_position: int | None = Field(None, description="while pending: its place in line")
+    eta_seconds: float | None = Field(None, description="while pending: seconds until it starts")
 
     @property
     def is_final(self) -> bool:
@@ -141,6 +143,10 @@ class JobView(BaseModel):
     texts: list[OutputText] = []
     error: JobError | None = None
     reused_from: str | None = None
+    queue_position: int | None = Field(
+        None, description="while pending: its place in line (1: next)"
+    )
+    eta_seconds: float | None = Field(None, description="while pending: about when it starts, in s")
     metrics: JobMetrics | None = None
     links: dict[str, str]
 
@@ -180,6 +186,8 @@ class JobView(BaseModel):
             "texts": job.texts,
             "error": job.error,
             "reused_from": job.reused_from,
+            "queue_position": job.queue_position,
+            "eta_seconds": job.eta_seconds,
             # where it ran is for admins (AdminJobView), as the job's own `backend` is
             "metrics": job.metrics.model_copy(update={"backend": None}) if job.metrics else None,
         }
@@ -365,8 +373,25 @@ class Cancelled(_Event):
     type: Literal["cancelled"] = "cancelled"
 
 
+class Queued(_Event):
+    """A pending job's place in the waiting line (1: next) and when it should start."""
+
+    type: Literal["queued"] = "queued"
+    position: int
+    eta_seconds: float | None = None
+
+
 Event = Annotated[
-    Submitted | Started | Progress | Preview | Retrying | Output | Done | Failed | Cancelled,
+    Submitted
+    | Queued
+    | Started
+    | Progress
+    | Preview
+    | Retrying
+    | Output
+    | Done
+    | Failed
+    | Cancelled,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

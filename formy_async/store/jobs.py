@@ -60,6 +60,7 @@ _APPEND_ARGS = (
     "user_limit",
     "minute_limit",
     "deadline_ms",
+    "expect_seq",
     *ENQUEUE_ARGS,
 )
 _APPEND = (
@@ -73,6 +74,7 @@ if deadline_ms ~= '' then
   end
 end
 if redis.call('EXISTS', final_key) == 1 then return 0 end
+if expect_seq ~= '' and redis.call('LLEN', log_key) ~= tonumber(expect_seq) then return 0 end
 if minute_limit ~= '' then
   local count = redis.call('INCR', window_key)
   redis.call('EXPIRE', window_key, 120)
@@ -226,15 +228,42 @@ class JobStore:
             )
         return seq
 
-    async def append(self, job: Job, event: Event, *, deadline: float | None = None) -> int:
+    async def append(
+        self,
+        job: Job,
+        event: Event,
+        *,
+        deadline: float | None = None,
+        expect_seq: int | None = None,
+    ) -> int:
         """Store `job` and append `event` (whose status and progress are taken from `job`).
 
-        Returns the event's sequence number; 0 when the job was already final: nothing is
-        written. A `deadline` works as for `create`.
+        Returns the event's sequence number; 0 when the job was already final, or when its log
+        no longer has `expect_seq` events (another event came first): nothing is written. A
+        `deadline` works as for `create`.
         """
         return await self._write(
-            job, event, quota=None, queue=None, now=time.time(), deadline=deadline
+            job,
+            event,
+            quota=None,
+            queue=None,
+            now=time.time(),
+            deadline=deadline,
+            expect_seq=expect_seq,
         )
+
+    async def get_with_seq(self, job_ids: list[str]) -> list[tuple[Job, int] | None]:
+        """Each job as stored with the number of its events, read together (for a write that
+        must not land after another one, see `append`); None for a job that is gone."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for job_id in job_ids:
+                pipe.get(keys.job(job_id))
+                pipe.llen(keys.job_events(job_id))
+            answers = await pipe.execute()
+        found: list[tuple[Job, int] | None] = []
+        for raw, seq in zip(answers[::2], answers[1::2], strict=True):
+            found.append(None if raw is None else (Job.model_validate_json(raw), int(seq)))
+        return found
 
     async def _write(
         self,
@@ -246,6 +275,7 @@ class JobStore:
         now: float,
         deadline: float | None = None,
         claiming: claims.Claims | None = None,
+        expect_seq: int | None = None,
     ) -> int:
         event.status = job.status
         event.progress = job.progress
@@ -285,6 +315,7 @@ class JobStore:
             "user_limit": _limit(quota.jobs if quota else None),
             "minute_limit": _limit(quota.per_minute if quota else None),
             "deadline_ms": "" if deadline is None else int(await self._redis_time(deadline) * 1000),
+            "expect_seq": "" if expect_seq is None else expect_seq,
             **run.args,
         }
         metric_args = [part for field, amount in counts for part in (field, repr(amount))]

@@ -202,3 +202,5 @@ FAIR_LINE = f"{PREFIX}:fair:line"
 FAIR_FINISH = f"{PREFIX}:fair:finish"
 #: the virtual time: the start tag of the latest run given a ComfyUI slot
 FAIR_CLOCK = f"{PREFIX}:fair:clock"
+#: held by the one worker that tells pending jobs their place in line, for about a second
+POSITIONS_LOCK = f"{PREFIX}:fair:positions-lock"

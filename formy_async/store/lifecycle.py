@@ -20,6 +20,7 @@ from ..models import (
     OutputText,
     Preview,
     Progress,
+    Queued,
     Retrying,
     Started,
     now,
@@ -40,7 +41,15 @@ class Lifecycle:
         """A new attempt queued its prompt on ComfyUI; it lists its own outputs only."""
         job.status, job.started_at, job.prompt_id = "processing", now(), prompt_id
         job.outputs = []
+        job.queue_position = job.eta_seconds = None
         return await self._record(job, Started(job_id=job.id, prompt_id=prompt_id))
+
+    async def queued(self, job: Job, seq: int, position: int, eta: float | None) -> bool:
+        """The pending job's place in line moved; not written if any event came after the
+        `seq` events it was read with (it may have started, or ended, meanwhile)."""
+        job.queue_position, job.eta_seconds = position, eta
+        event = Queued(job_id=job.id, position=position, eta_seconds=eta)
+        return await self.store.append(job, event, expect_seq=seq) > 0
 
     async def progress(
         self,

@@ -179,6 +179,14 @@ class RunQueue:
             i for i, score in zip(ids, scores, strict=True) if score is not None and score <= now_ms
         ]
 
+    async def fair_head(self, count: int) -> list[str]:
+        """The first `count` runs of the fair line (started ones among them)."""
+        return [_text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, count - 1)]
+
+    async def lock_positions(self, ms: int) -> bool:
+        """True for the one worker that tells pending jobs their place for the next `ms`."""
+        return bool(await self.arq.set(keys.POSITIONS_LOCK, "1", nx=True, px=ms))
+
     async def finished(self, job_id: str) -> None:
         """The run is over: out of the fair line."""
         await self.arq.zrem(keys.FAIR_LINE, job_id)

@@ -32,6 +32,7 @@ from ..store.usage import UsageStore
 from ..workflows import Catalogue
 from .context import WorkerContext
 from .pool import BackendPool
+from .positions import Positions
 from .recovery import Recovery
 from .retention import clean_up
 from .run import run_job
@@ -88,6 +89,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     )
     exits.push_async_callback(recovery.aclose)
     await recovery.start()
+    positions = Positions(redis, store, queue, Lifecycle(store), settings.backends)
+    positions.start()
+    exits.push_async_callback(positions.aclose)
     watch = CatalogueWatch(ctx["catalogue"], settings.workflows_dir, settings.catalogue_reload)
     watch.start()
     exits.push_async_callback(watch.aclose)

@@ -44,6 +44,8 @@ PUBLIC_FIELDS = {
     "texts",
     "error",
     "reused_from",
+    "queue_position",
+    "eta_seconds",
     "metrics",
     "links",
 }

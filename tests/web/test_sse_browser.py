@@ -26,7 +26,7 @@ FOLLOW = """
   window.ended = false;
   const source = new EventSource(url);
   source.onopen = () => { window.opens += 1; };
-  const types = ["submitted", "started", "progress", "preview", "retrying", "output",
+  const types = ["submitted", "queued", "started", "progress", "preview", "retrying", "output",
                  "done", "failed", "cancelled"];
   for (const type of types) {
     source.addEventListener(type, (message) => {
