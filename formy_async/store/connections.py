@@ -104,3 +104,8 @@ def fake_redis(server: Any) -> Redis:
 
     client: Redis = FakeAsyncRedis(server=server)
     return client
+
+
+def text(value: bytes | str) -> str:
+    """A Redis answer as text, whether the client decodes answers or not."""
+    return value.decode() if isinstance(value, bytes) else value

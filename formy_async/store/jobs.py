@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from ..errors import JobNotFound, RateLimited, RedisUnavailable, TooManyJobs
 from ..models import EVENT_ADAPTER, FINAL_STATUSES, Event, Job
 from . import claims, counters, keys
+from .connections import text
 from .queue import ENQUEUE_ARGS, ENQUEUE_KEYS, ENQUEUE_LUA, NO_RUN, QueueEntry
 from .scripts import Script
 
@@ -359,7 +360,7 @@ class JobStore:
             )
             for member, score in entries:
                 top = f"({score!r}"
-                raw = await self.redis.get(keys.job(_text(member)))
+                raw = await self.redis.get(keys.job(text(member)))
                 if raw is None:
                     continue  # expired
                 job = Job.model_validate_json(raw)
@@ -376,7 +377,7 @@ class JobStore:
     async def unfinished(self, limit: int = 1000) -> AsyncIterator[Job]:
         """The jobs not yet final, oldest first; entries of final or expired ones are dropped."""
         for member in await self.redis.zrange(keys.active_jobs(), 0, limit - 1):
-            job_id = _text(member)
+            job_id = text(member)
             raw = await self.redis.get(keys.job(job_id))
             job = Job.model_validate_json(raw) if raw is not None else None
             if job is None or job.is_final:
@@ -389,7 +390,7 @@ class JobStore:
         counts = {"pending": 0, "processing": 0}
         members = await self.redis.zrange(keys.active_jobs(), 0, -1)
         for start in range(0, len(members), batch):
-            chunk = [keys.job(_text(m)) for m in members[start : start + batch]]
+            chunk = [keys.job(text(m)) for m in members[start : start + batch]]
             for raw in await self.redis.mget(chunk):
                 if raw is None:
                     continue  # expired, or finished since the ZRANGE
@@ -433,7 +434,3 @@ class JobStore:
 
 def _limit(value: int | None) -> str:
     return "" if value is None else str(value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

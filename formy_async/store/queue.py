@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from ..models import Job
 from . import keys
-from .connections import arq_pool, job_serializer
+from .connections import arq_pool, job_serializer, text
 from .scripts import Script
 
 #: the arq functions a worker registers: the run of a job, and the delivery of its webhook
@@ -167,7 +167,7 @@ class RunQueue:
 
     async def fair_candidates(self, limit: int) -> list[str]:
         """Up to `limit` runs due now, in fair order; runs arq no longer holds leave the line."""
-        ids = [_text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, limit - 1)]
+        ids = [text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, limit - 1)]
         if not ids:
             return []
         scores = await self.arq.zmscore(keys.ARQ_QUEUE, ids)
@@ -181,7 +181,7 @@ class RunQueue:
 
     async def fair_head(self, count: int) -> list[str]:
         """The first `count` runs of the fair line (started ones among them)."""
-        return [_text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, count - 1)]
+        return [text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, count - 1)]
 
     async def lock_positions(self, ms: int) -> bool:
         """True for the one worker that tells pending jobs their place for the next `ms`."""
@@ -250,7 +250,3 @@ class RunQueue:
 
 def _score(bound: float) -> str:
     return "-inf" if bound == float("-inf") else "+inf" if bound == float("inf") else repr(bound)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,7 @@ import time
 from redis.asyncio import Redis
 
 from . import keys
+from .connections import text
 from .queue import QueueEntry
 from .scripts import Script
 
@@ -51,10 +52,6 @@ def deferred(entry: QueueEntry, seconds: float = FOLLOWER_DEFER) -> QueueEntry:
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class ReuseStore:
     """Reads leaders, and takes, finishes and releases followers."""
 
@@ -66,11 +63,11 @@ class ReuseStore:
     async def leader(self, key: str) -> str | None:
         """The id of the job that runs (or ran) the request known by `key`."""
         found = await self.redis.get(key)
-        return _text(found) if found is not None else None
+        return text(found) if found is not None else None
 
     async def followed(self, limit: int = 100) -> list[str]:
         """Leaders that have followers waiting, longest waiting first."""
-        return [_text(m) for m in await self.redis.zrange(keys.REUSE_FOLLOWING, 0, limit - 1)]
+        return [text(m) for m in await self.redis.zrange(keys.REUSE_FOLLOWING, 0, limit - 1)]
 
     async def is_followed(self, leader_id: str) -> bool:
         return await self.redis.zscore(keys.REUSE_FOLLOWING, leader_id) is not None
@@ -84,7 +81,7 @@ class ReuseStore:
             },
             {"leader_id": leader_id},
         )
-        return sorted(_text(m) for m in found)
+        return sorted(text(m) for m in found)
 
     async def drop_run(self, job_id: str) -> None:
         """Remove a settled follower's waiting run (it would find its job final and stop)."""

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from ..settings import BackendSpec
 from . import keys
+from .connections import text
 from .jobs import JobStore
 from .leases import Heartbeat, heartbeats
 from .queue import RunQueue, priority_ranges
@@ -45,7 +46,7 @@ class ServiceStatus:
     async def counters(self) -> dict[str, float]:
         """The shared job counters and histogram buckets (see counters)."""
         raw: dict[bytes | str, bytes | str] = await self.redis.hgetall(keys.METRICS)  # type: ignore[misc]
-        return {_text(k): float(v) for k, v in raw.items()}
+        return {text(k): float(v) for k, v in raw.items()}
 
     async def workers(self) -> list[Heartbeat]:
         return await heartbeats(self.redis)
@@ -86,7 +87,3 @@ class ServiceStatus:
             "workers": [beat.model_dump() for beat in await self.workers()],
             "backends": {s.label: await self.slots.running(s.url) for s in self.backends},
         }
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from ..models import Job, UsageDay, UsageTotals, now
 from . import keys
+from .connections import text
 from .scripts import Script
 
 DAY = 86400
@@ -112,7 +113,7 @@ class UsageStore:
                     pipe.smembers(keys.usage_users(day))
                 members = await pipe.execute()
             users = {
-                day: sorted(_text(m) for m in found)
+                day: sorted(text(m) for m in found)
                 for day, found in zip(dates, members, strict=True)
             }
         else:
@@ -166,8 +167,4 @@ def _totals(fields: Mapping[str, float]) -> tuple[UsageTotals, dict[str, UsageTo
 
 
 def _fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, float]:
-    return {_text(k): float(v) for k, v in raw.items()}
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return {text(k): float(v) for k, v in raw.items()}
