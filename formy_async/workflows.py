@@ -154,10 +154,15 @@ class Workflow:
         return schema
 
     @functools.cached_property
-    def version(self) -> str:
-        """A digest of the manifest and graph as loaded: it changes with either."""
+    def digest(self) -> str:
+        """SHA-256 of the manifest and graph as loaded: it changes with either."""
         text = self.manifest.model_dump_json() + json.dumps(self.graph, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def version(self) -> str:
+        """The digest, short: what `GET /api/workflows` shows."""
+        return self.digest[:12]
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest

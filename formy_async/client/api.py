@@ -124,7 +124,7 @@ class FormyClient:
             except (FormyConnectionError, RedisUnavailable) as exc:
                 if attempt >= SUBMIT_TRIES:
                     raise
-                wait = getattr(exc, "retry_after", None) or _BACKOFF_FIRST * 2**attempt
+                wait = getattr(exc, "retry_after", None) or _backoff(attempt + 1)
                 await asyncio.sleep(min(wait, _BACKOFF_MAX))
         raise AssertionError("unreachable")
 

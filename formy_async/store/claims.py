@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from ..errors import IdempotencyKeyReuse
 from . import keys
+from .connections import text
 from .scripts import Script
 
 CLAIM_KEYS = ("idem_key", "reuse_key", "followers_key", "following_key")
@@ -133,6 +134,5 @@ async def submitted_with(redis: Redis, user: str, key: str) -> tuple[str, str] |
     stored = await redis.get(keys.idempotency(user, digest(key)))
     if stored is None:
         return None
-    text = stored.decode() if isinstance(stored, bytes) else str(stored)
-    body, _, job_id = text.partition(" ")
+    body, _, job_id = text(stored).partition(" ")
     return body, job_id

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
+from .connections import text
 
 log = structlog.get_logger()
 
@@ -147,10 +148,7 @@ class EventHub:
                     self._resync()
                 elif message["type"] == "pmessage":
                     channel, data = message["channel"], message["data"]
-                    self.deliver(
-                        channel.decode() if isinstance(channel, bytes) else channel,
-                        data.decode() if isinstance(data, bytes) else data,
-                    )
+                    self.deliver(text(channel), text(data))
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

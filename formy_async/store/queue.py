@@ -167,7 +167,7 @@ class RunQueue:
 
     async def fair_candidates(self, limit: int) -> list[str]:
         """Up to `limit` runs due now, in fair order; runs arq no longer holds leave the line."""
-        ids = [text(i) for i in await self.arq.zrange(keys.FAIR_LINE, 0, limit - 1)]
+        ids = await self.fair_head(limit)
         if not ids:
             return []
         scores = await self.arq.zmscore(keys.ARQ_QUEUE, ids)

@@ -16,7 +16,7 @@ from .jobs import JobStore
 from .leases import Heartbeat, heartbeats
 from .queue import RunQueue, priority_ranges
 from .slots import BackendState, Slots
-from .warmth import Warm, Warmth
+from .warmth import Warmth
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,6 @@ class ServiceStatus:
 
     async def backend(self, spec: BackendSpec) -> BackendState:
         return await self.slots.state(spec.url)
-
-    async def warm(self, spec: BackendSpec) -> Warm:
-        """What the backend has loaded, and what a model switch and a run cost there."""
-        return (await self.warmth.of([spec.url]))[0]
 
     async def snapshot(
         self, priorities: Mapping[str, tuple[float, float]] | None = None

@@ -19,7 +19,7 @@ from ..errors import (
     UnknownUpload,
     WebhooksNotConfigured,
 )
-from ..models import Job, JobStatus, SubmitJob, Submitted
+from ..models import Job, JobStatus, SubmitJob
 from ..store.claims import DuplicateSubmission
 from ..store.connections import WEB_WRITE_WINDOW
 from ..store.jobs import Quota
@@ -32,7 +32,7 @@ from .context import CATALOGUE, LIFECYCLE, MODELS, QUEUE, REDIS, SETTINGS, STORE
 from .errors import validation_summary
 from .fetch import with_fetched_inputs
 from .idempotency import claims_of, earlier_answer, replayed
-from .reuse import Submission, fingerprint, store_reusable
+from .reuse import Submission, create, fingerprint, store_reusable
 from .security import caller, owned_job, view_of
 from .usage import check_budget
 
@@ -102,10 +102,7 @@ async def _store(request: web.Request, sub: Submission, reuse: bool | None) -> N
             fp = await fingerprint(request.app, workflow, job.params)
             await store_reusable(request, sub, fp)
             return
-    event = Submitted(job_id=job.id, workflow=job.workflow)
-    await request.app[STORE].create(
-        job, event, sub.quota, sub.run, deadline=sub.deadline, claiming=sub.claims
-    )
+    await create(request.app, sub)
 
 
 async def _job_from(request: web.Request, body: SubmitJob, user: str, admin: bool) -> Job:

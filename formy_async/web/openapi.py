@@ -12,7 +12,7 @@ import copy
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from .. import errors
@@ -68,12 +68,6 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
-
-
-class EventList(BaseModel):
-    """The JSON form of a job's event log (a list of events)."""
-
-    events: list[Event] = Field(default_factory=list)
 
 
 def codes_by_status() -> dict[int, list[str]]:
@@ -209,16 +203,18 @@ def _document(catalogue: Catalogue) -> dict[str, Any]:
     }
 
 
-#: the document made for each catalogue (an app loads its own once), kept with it
-_MADE: dict[int, tuple[Catalogue, dict[str, Any]]] = {}
+#: the document made for each catalogue (an app loads its own once), with the versions of the
+#: workflows it was made from: a reloaded catalogue (see catalogue_watch) gets a new one
+_MADE: dict[int, tuple[Catalogue, tuple[tuple[str, str], ...], dict[str, Any]]] = {}
 
 
 def openapi_document(catalogue: Catalogue) -> dict[str, Any]:
     """The OpenAPI 3.1 description of the API with this catalogue's workflows."""
+    versions = tuple((name, workflow.version) for name, workflow in catalogue.items())
     made = _MADE.get(id(catalogue))
-    if made is None or made[0] is not catalogue:
-        made = _MADE[id(catalogue)] = (catalogue, _document(catalogue))
-    return made[1]
+    if made is None or made[0] is not catalogue or made[1] != versions:
+        made = _MADE[id(catalogue)] = (catalogue, versions, _document(catalogue))
+    return made[2]
 
 
 @routes.get("/api/openapi.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from ..models import MAX_SEQ
 from ..workflows import Catalogue
 
 REF = "#/components/schemas/{model}"
@@ -83,7 +84,7 @@ SIGNED = [
     query("sig", {"type": "string"}, "a signed URL's signature"),
 ]
 SIGNED_OR_BEARER: list[dict[str, list[str]]] = [{"bearer": []}, {"signed_url": []}]
-SEQ = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+SEQ = {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}
 #: a position in the newest-first order: a finite number, as `next_cursor` gives it
 CURSOR = {"type": "string", "pattern": r"^-?[0-9]{1,20}(\.[0-9]{1,20})?$"}
 

@@ -52,11 +52,10 @@ async def fingerprint(app: web.Application, workflow: Workflow, params: dict[str
     for param in workflow.image_params():
         if params.get(param):
             contents[param] = "sha256:" + await _input_hash(app, params[param])
-    definition = workflow.manifest.model_dump_json() + json.dumps(workflow.graph, sort_keys=True)
     text = json.dumps(
         {
             "workflow": workflow.name,
-            "definition": hashlib.sha256(definition.encode()).hexdigest(),
+            "definition": workflow.digest,
             "params": contents,
         },
         sort_keys=True,
@@ -85,16 +84,16 @@ async def store_reusable(request: web.Request, sub: Submission, fp: str) -> None
                 await _store_hit(app, sub, leader)
             elif leader is not None:
                 claims = replace(base, reuse_key=key, reuse_mode="follow", expected=leader.id)
-                await _create(app, replace(sub, run=deferred(sub.run), claims=claims))
+                await create(app, replace(sub, run=deferred(sub.run), claims=claims))
                 await app[FOLLOWERS].watch(leader.id)
                 log.info("job_follows", job_id=sub.job.id, leader=leader.id)
             else:
                 claims = replace(base, reuse_key=key, reuse_mode="lead", expected=leader_id)
-                await _create(app, replace(sub, claims=claims))
+                await create(app, replace(sub, claims=claims))
             return
         except LeaderChanged:
             continue
-    await _create(app, sub)  # identical requests keep racing: this one simply runs
+    await create(app, sub)  # identical requests keep racing: this one simply runs
 
 
 async def _usable_leader(app: web.Application, leader_id: str) -> Job | None:
@@ -117,7 +116,8 @@ async def _usable_leader(app: web.Application, leader_id: str) -> Job | None:
     return leader
 
 
-async def _create(app: web.Application, stored: Submission) -> None:
+async def create(app: web.Application, stored: Submission) -> None:
+    """Store (and queue) the submission's job, with what it claims."""
     job = stored.job
     await app[STORE].create(
         job,
@@ -133,7 +133,7 @@ async def _store_hit(app: web.Application, sub: Submission, leader: Job) -> None
     """Store the job, with no run (it takes no ComfyUI slot, so no share of the user's jobs),
     and finish it with the leader's outputs."""
     free = replace(sub.quota, jobs=None)
-    await _create(app, replace(sub, quota=free, run=QueueEntry(), claims=sub.claims))
+    await create(app, replace(sub, quota=free, run=QueueEntry()))
     await finish_from(app, sub.job, leader)
     log.info("job_reused", job_id=sub.job.id, reused_from=sub.job.reused_from)
 

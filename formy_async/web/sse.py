@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import deque
 
 import structlog
@@ -43,10 +42,9 @@ def wants_stream(request: web.Request) -> bool:
     return False
 
 
-def frame(raw: str) -> bytes:
+def frame(seq: int, event_type: str, raw: str) -> bytes:
     """An event as a Server-Sent Events frame (its JSON holds no newline)."""
-    head = json.loads(raw[: raw.index(',"ts"')] + "}")  # job_id and seq lead every event
-    return f"id: {head['seq']}\nevent: {_type_of(raw)}\ndata: {raw}\n\n".encode()
+    return f"id: {seq}\nevent: {event_type}\ndata: {raw}\n\n".encode()
 
 
 def _type_of(raw: str) -> str:
@@ -127,8 +125,9 @@ class EventStream:
 
     async def _send(self, response: web.StreamResponse, seq: int, raw: str) -> None:
         self.last = seq
-        await self._write(response, frame(raw))
-        if _type_of(raw) in FINAL_EVENT_TYPES:
+        event_type = _type_of(raw)
+        await self._write(response, frame(seq, event_type, raw))
+        if event_type in FINAL_EVENT_TYPES:
             self.finished = True
 
     async def _write(self, response: web.StreamResponse, data: bytes) -> None:

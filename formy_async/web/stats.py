@@ -27,8 +27,10 @@ async def backends(request: web.Request) -> web.Response:
     require_admin(request)
     status, clients = request.app[STATUS], request.app[COMFY]
     found = []
-    for spec in request.app[SETTINGS].backends:
-        state, warm = await status.backend(spec), await status.warm(spec)
+    specs = request.app[SETTINGS].backends
+    warmth = await status.warmth.of([spec.url for spec in specs])  # one round trip for all
+    for spec, warm in zip(specs, warmth, strict=True):
+        state = await status.backend(spec)
         try:
             queue: int | None = await clients[spec.url].queue_remaining(within=QUEUE_TIMEOUT)
         except ComfyUnavailable:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import aiohttp
 import structlog
@@ -52,10 +53,7 @@ class BackendPool:
         self.probe_interval = probe_interval
         self.held: dict[str, str] = {}  # job id → backend url
         # the jobs of this process waiting for a slot: their place in line, and what wakes them
-        self._waiting: dict[str, tuple[float, asyncio.Event]] = {}
-        self._aside: set[str] = set()  # of those, the ones out of the line for a warm backend
-        self._wants: dict[str, frozenset[str]] = {}  # and the models each one needs
-        self._fair: dict[str, float] = {}  # and the place in the fair line of those that have one
+        self._waiting: dict[str, _Waiter] = {}  # the jobs of this process waiting for a slot
         self.slots = Slots(redis, lease=lease)
         self.warmth = Warmth(redis)
         self._task: asyncio.Task[None] | None = None
@@ -102,23 +100,16 @@ class BackendPool:
         holding = [s for s in ranked if warm[s.url].holds(models)]
         if any(used[s.url] < s.slots for s in holding):
             return holding  # not a cold one, even if another job takes this one first
-        if holding and _worth_waiting(ranked, used, warm, models, self._queued(job, models)):
+        if holding and _worth_waiting(ranked, used, warm, models, self._queued(job.id, models)):
             return []  # wait for a warm one to free up
         return ranked
 
-    def _place(self, job: Job) -> tuple[float, float | None]:
-        """The job's place in the waiting line, and in the fair line if it has one."""
-        waiting = self._waiting.get(job.id)
-        return (waiting[0] if waiting else line_order(job)), self._fair.get(job.id)
-
-    def _queued(self, job: Job, models: frozenset[str]) -> int:
-        """Jobs of this process waiting for the same models, ahead of `job` in line."""
-        order = self._place(job)[0]
-        return sum(
-            1
-            for other, (their_order, _) in self._waiting.items()
-            if their_order < order and self._wants.get(other) == models
-        )
+    def _queued(self, job_id: str, models: frozenset[str]) -> int:
+        """Jobs of this process waiting for the same models, ahead of this one in line."""
+        me = self._waiting.get(job_id)
+        if me is None:
+            return 0
+        return sum(1 for w in self._waiting.values() if w.order < me.order and w.models == models)
 
     @property
     def urls(self) -> list[str]:
@@ -128,14 +119,13 @@ class BackendPool:
         self, job: Job, models: frozenset[str] = frozenset()
     ) -> BackendSpec | None:
         specs = await self.preference(job, models)
-        if not specs:  # out of the line meanwhile, so that it holds up no one (see slot_freed)
-            self._aside.add(job.id)
+        waiter = self._waiting.get(job.id) or _Waiter(line_order(job), models)
+        waiter.aside = not specs
+        if waiter.aside:  # out of the line meanwhile, so that it holds up no one (see slot_freed)
             await self.slots.step_aside(job.id)
             return None
-        self._aside.discard(job.id)
-        order, fair = self._place(job)
-        start = None if fair is None else fair - FAIR_OFFSET.get(job.priority, 0.0)
-        granted = await self.slots.acquire(job.id, order, specs, start)
+        start = None if waiter.fair is None else waiter.fair - FAIR_OFFSET.get(job.priority, 0.0)
+        granted = await self.slots.acquire(job.id, waiter.order, specs, start)
         if granted is None:
             return None
         spec = specs[granted]
@@ -172,21 +162,19 @@ class BackendPool:
         """A slot was freed, here or in another process: this process's first job in line tries
         (one script per freed slot, not one per waiting job), and so does every job that
         stepped out of the line to wait for a backend holding its models."""
-        in_line = [w for job_id, w in self._waiting.items() if job_id not in self._aside]
+        in_line = [w for w in self._waiting.values() if not w.aside]
         if in_line:
-            min(in_line, key=lambda waiter: waiter[0])[1].set()
-        for job_id in self._aside:
-            self._waiting[job_id][1].set()
+            min(in_line, key=lambda waiter: waiter.order).woken.set()
+        for waiter in self._waiting.values():
+            if waiter.aside:
+                waiter.woken.set()
 
     async def _wait_for_slot(
         self, job: Job, give_up: asyncio.Event, models: frozenset[str], fair: float | None
     ) -> BackendSpec | None:
         order = line_order(job) if fair is None else fair
-        woken = asyncio.Event()
-        self._waiting[job.id] = (order, woken)
-        self._wants[job.id] = models
-        if fair is not None:
-            self._fair[job.id] = fair
+        waiter = self._waiting[job.id] = _Waiter(order, models, fair)
+        woken = waiter.woken
         try:
             while not give_up.is_set():
                 spec = await self.try_acquire(job, models)
@@ -197,9 +185,6 @@ class BackendPool:
             return None
         finally:
             del self._waiting[job.id]
-            self._wants.pop(job.id, None)
-            self._fair.pop(job.id, None)
-            self._aside.discard(job.id)
             self.slot_freed()  # there may be more free slots, or the next in line now leads
 
     # --- health -------------------------------------------------------------------------------
@@ -265,6 +250,19 @@ class BackendPool:
 
     async def _renew(self) -> None:
         await self.slots.renew(self.held)
+
+
+@dataclass
+class _Waiter:
+    """A job of this process waiting for a slot: its place in line (its place in the fair
+    line, when it has one), the models it needs, whether it stepped out of the line to wait for
+    a backend holding them, and what wakes it."""
+
+    order: float
+    models: frozenset[str]
+    fair: float | None = None
+    aside: bool = False
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 #: how long a waiting job sleeps at most: a safety net for a freed slot nobody announced (a

@@ -69,7 +69,6 @@ class JobRun:
         self._last_preview = 0.0
         self._previews = 0
         self._limit: asyncio.Timeout | None = None
-        self._begun = False
 
     @staticmethod
     def recorded(appended: bool, job: Job) -> None:
@@ -193,7 +192,7 @@ class JobRun:
         tracker = ProgressTracker(graph, floor=self.job.progress)
         async for message in self.comfy.run(graph, prompt_id, socket):
             times.seen(message)
-            if not self._begun:  # execution_start, or whatever came first after a reconnect
+            if self.meter.began_at is None:  # execution_start, or the first after a reconnect
                 self.executing()
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
@@ -213,7 +212,6 @@ class JobRun:
     def executing(self) -> None:
         """ComfyUI began this prompt: its time limit counts from now, not from when it was
         queued behind another prompt (see BackendSpec.lookahead)."""
-        self._begun = True
         self.meter.began()
         if self._limit is not None:
             self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)
