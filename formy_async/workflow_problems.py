@@ -99,6 +99,12 @@ class _JsonLines:
         self.text = text
         self.found: dict[Keys, int] = {}
         self.decoder = json.JSONDecoder()
+        self._lines, self._counted = 1, 0  # the line at offset `_counted` (the walk only goes on)
+
+    def _line(self, at: int) -> int:
+        self._lines += self.text.count("\n", self._counted, at)
+        self._counted = at
+        return self._lines
 
     def _skip(self, at: int) -> int:
         while at < len(self.text) and self.text[at] in " \t\r\n":
@@ -118,7 +124,7 @@ class _JsonLines:
         at = self._skip(at)
         while self.text[at] != "}":
             key, end = self.decoder.raw_decode(self.text, at)
-            self.found.setdefault((*path, str(key)), self.text.count("\n", 0, at) + 1)
+            self.found.setdefault((*path, str(key)), self._line(at))
             at = self._skip(self._skip(end) + 1)  # past the colon
             at = self._skip(self.value(at, (*path, str(key))))
             if self.text[at] == ",":

@@ -376,12 +376,6 @@ def _manifest_finding(error: Any) -> Finding:
     return Finding(file="manifest", keys=keys, message=f"{where}: {error['msg']}")
 
 
-def check_graph(manifest: Manifest, graph: Any) -> str | None:
-    """Why `graph` cannot serve `manifest`, or None when it can."""
-    findings = graph_findings(manifest, graph)
-    return findings[0].message if findings else None
-
-
 def graph_findings(manifest: Manifest, graph: Any) -> list[Finding]:
     """Everything that keeps `graph` from serving `manifest`, without asking a backend."""
     if not isinstance(graph, dict) or not graph:

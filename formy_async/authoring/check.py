@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 from ..comfy.client import ComfyClient
 from ..errors import ComfyUnavailable
-from ..models import without_credentials
 from ..workflow_problems import Finding, Problem
 from ..workflows import ParamSpec, Workflow, WorkflowFiles, read_workflow
 from .nodes import InputDef, NodeDef, fetch_models, fetch_nodes
@@ -87,8 +86,7 @@ async def check_workflows(paths: Sequence[Path], urls: Sequence[str]) -> list[Pr
             try:
                 facts = await backend_facts(client, workflows)
             except ComfyUnavailable as exc:
-                label = without_credentials(url)
-                problems.append(Problem(file=label, message=str(exc), backend=label))
+                problems.append(Problem(file=client.label, message=str(exc), backend=client.label))
                 continue
             problems += [p for files in workflows for p in check_files(files, facts)]
     return problems

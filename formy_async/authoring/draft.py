@@ -192,10 +192,12 @@ class _Drafter:
                 target = f"{node_id}.{spec.name}"
                 if spec.image_upload and spec.name in self.graph[node_id]["inputs"]:
                     self.propose(snake(self.title(node_id) or "image"), [target], "an image loader")
-                elif spec.name in self.graph[node_id]["inputs"] and self.folder(node_id, spec):
-                    base = "model" if self.folder(node_id, spec) == "checkpoints" else spec.name
+                elif spec.name in self.graph[node_id]["inputs"] and (
+                    folder := self.folder(node_id, spec)
+                ):
+                    base = "model" if folder == "checkpoints" else spec.name
                     name = snake(self.title(node_id) or base.removesuffix("_name"))
-                    self.propose(name, [target], f"a model in {self.folder(node_id, spec)}")
+                    self.propose(name, [target], f"a model in {folder}")
 
     def fixed_inputs(self) -> Iterator[str]:
         for node_id in sorted(self.graph, key=_order):

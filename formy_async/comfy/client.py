@@ -7,7 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import structlog
@@ -308,27 +308,33 @@ class ComfyClient:
 
     async def _finished(self, prompt_id: str) -> bool:
         """True when history has the prompt; raises when ComfyUI no longer knows it at all."""
-        if (await self.info()).jobs_api:
-            job = await self.job(prompt_id)  # one call, for pending and running prompts too
-            if job is None:
-                raise ComfyUnavailable(
-                    f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)"
-                )
-            return job.get("status") not in ("pending", "in_progress")
-        if await self.history(prompt_id) is not None:
-            return True
-        if await self.is_queued(prompt_id):
-            return False
-        if await self.history(prompt_id) is not None:  # it finished between the two calls
-            return True
-        raise ComfyUnavailable(f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)")
+        state = await self._state(prompt_id)
+        if state is None:
+            raise ComfyUnavailable(
+                f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)"
+            )
+        return state == "finished"
 
     async def knows(self, prompt_id: str) -> bool:
         """Whether the server has the prompt, pending, running or finished (a restarted one
         knows none of its earlier prompts)."""
+        return await self._state(prompt_id) is not None
+
+    async def _state(self, prompt_id: str) -> Literal["queued", "finished"] | None:
+        """Where the prompt is on the server: queued (pending or running), finished, or
+        unknown to it (None)."""
         if (await self.info()).jobs_api:
-            return await self.job(prompt_id) is not None
-        return await self.history(prompt_id) is not None or await self.is_queued(prompt_id)
+            job = await self.job(prompt_id)  # one call, for pending and running prompts too
+            if job is None:
+                return None
+            return "queued" if job.get("status") in ("pending", "in_progress") else "finished"
+        if await self.history(prompt_id) is not None:
+            return "finished"
+        if await self.is_queued(prompt_id):
+            return "queued"
+        if await self.history(prompt_id) is not None:  # it finished between the two calls
+            return "finished"
+        return None
 
     async def result(self, prompt_id: str) -> HistoryEntry:
         """The finished prompt's history; raises when it failed or was interrupted."""

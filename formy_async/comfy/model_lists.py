@@ -57,11 +57,11 @@ class ModelsCache:
         defaults = {name: spec.default for name, spec in workflow.manifest.params.items()}
         needed = loader_models(workflow.render(defaults, output_prefix=""))
         found: dict[str, list[str]] = {model: [] for model in sorted(needed)}
-        for folder in MODEL_FOLDERS:
-            try:
-                lists = await self.by_backend(folder)
-            except ComfyUnavailable:
-                return {}
+        try:
+            folders = await asyncio.gather(*(self.by_backend(f) for f in MODEL_FOLDERS))
+        except ComfyUnavailable:
+            return {}
+        for lists in folders:
             for label, models in lists.items():
                 for model in needed.intersection(models):
                     if label not in found[model]:
