@@ -22,13 +22,20 @@ BUDGET_CLAIM = "gpu_seconds_per_day"
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: the token's subject, whether its scope is `admin`, and its own daily
-    GPU-seconds budget if it carries one (0: none; None: the service's)."""
+    """Who is calling: the token's subject, its scopes (`admin`; `graphs`: may submit
+    API-format graphs), and its own daily GPU-seconds budget if it carries one (0: none; None:
+    the service's)."""
 
     user: str
     admin: bool = False
+    graphs: bool = False
     expires_at: float | None = None
     gpu_seconds_per_day: float | None = None
+
+    @property
+    def may_submit_graphs(self) -> bool:
+        """Admins always may; other tokens need the `graphs` scope."""
+        return self.admin or self.graphs
 
 
 def mint_token(
@@ -36,6 +43,7 @@ def mint_token(
     user: str,
     *,
     admin: bool = False,
+    graphs: bool = False,
     ttl: float = 3600,
     now: float | None = None,
     gpu_seconds_per_day: float | None = None,
@@ -45,8 +53,9 @@ def mint_token(
         raise ValueError(f"user ids are 1–128 letters, digits or . _ @ + -: {user!r}")
     issued = int(now if now is not None else time.time())
     claims: dict[str, object] = {"sub": user, "iat": issued, "exp": issued + int(ttl)}
-    if admin:
-        claims["scope"] = "admin"
+    scopes = [name for name, given in (("admin", admin), ("graphs", graphs)) if given]
+    if scopes:
+        claims["scope"] = " ".join(scopes)
     if gpu_seconds_per_day is not None:
         claims[BUDGET_CLAIM] = gpu_seconds_per_day
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -68,7 +77,7 @@ def verify_token(secret: str, token: str) -> Identity:
     if not isinstance(user, str) or not USER_ID.match(user):
         raise TokenInvalid("the token's subject is not a valid user id")
     scope = claims.get("scope", "")
-    admin = isinstance(scope, str) and "admin" in scope.split()
+    scopes = scope.split() if isinstance(scope, str) else []
     budget = claims.get(BUDGET_CLAIM)
     if budget is not None and (
         not isinstance(budget, int | float) or isinstance(budget, bool) or not 0 <= budget < 1e15
@@ -76,7 +85,8 @@ def verify_token(secret: str, token: str) -> Identity:
         raise TokenInvalid(f"the token's {BUDGET_CLAIM} is not a number of seconds")
     return Identity(
         user=user,
-        admin=admin,
+        admin="admin" in scopes,
+        graphs="graphs" in scopes,
         expires_at=float(claims["exp"]),
         gpu_seconds_per_day=None if budget is None else float(budget),
     )

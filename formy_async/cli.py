@@ -77,7 +77,10 @@ def _parser() -> argparse.ArgumentParser:
         "token", help="mint an API token signed with SECRET_KEY (as a web app's login would)"
     )
     token.add_argument("--user", required=True, help="the user id (the token's subject)")
-    token.add_argument("--admin", action="store_true", help="admin scope: raw graphs, stats")
+    token.add_argument("--admin", action="store_true", help="admin scope: graphs, stats")
+    token.add_argument(
+        "--graphs", action="store_true", help="graphs scope: may submit API-format graphs"
+    )
     token.add_argument("--ttl", default="1h", help="how long it works: 90s, 15m, 1h, 7d")
     commands.add_parser(
         "worker",
@@ -303,7 +306,11 @@ def _mint(args: argparse.Namespace) -> int:
     settings = _settings("token", secret=True)
     try:
         token = mint_token(
-            settings.secret_key, args.user, admin=args.admin, ttl=parse_ttl(args.ttl)
+            settings.secret_key,
+            args.user,
+            admin=args.admin,
+            graphs=args.graphs,
+            ttl=parse_ttl(args.ttl),
         )
     except ValueError as exc:
         print(f"formy-async token: {exc}", file=sys.stderr)

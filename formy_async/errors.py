@@ -38,6 +38,7 @@ FormyError                              code, message, details; `http_status` fo
 ├── Forbidden (403)                     forbidden
 │   ├── OriginNotAllowed                origin_not_allowed
 │   ├── AdminRequired                   admin_required
+│   ├── GraphsNotAllowed                graphs_not_allowed: a graph without the graphs scope
 │   └── PriorityNotAllowed              priority_not_allowed
 ├── NotFound (404)                      not_found
 │   ├── JobNotFound                     job_not_found (also another user's job)
@@ -253,6 +254,10 @@ class OriginNotAllowed(Forbidden):
 
 class AdminRequired(Forbidden):
     code = "admin_required"
+
+
+class GraphsNotAllowed(Forbidden):
+    code = "graphs_not_allowed"
 
 
 class PriorityNotAllowed(Forbidden):

@@ -70,3 +70,12 @@ def test_a_gpu_seconds_budget_that_is_no_number_of_seconds_is_refused(budget: ob
     with pytest.raises(Unauthorized) as refused:
         verify_token(TEST_SECRET, token)
     assert refused.value.code == "token_invalid"
+
+
+def test_the_graphs_scope_lets_a_token_submit_graphs_without_being_admin() -> None:
+    identity = verify_token(TEST_SECRET, mint_token(TEST_SECRET, "carol", graphs=True))
+    assert (identity.graphs, identity.admin, identity.may_submit_graphs) == (True, False, True)
+    plain = verify_token(TEST_SECRET, mint_token(TEST_SECRET, "dave"))
+    assert plain.may_submit_graphs is False
+    admin = verify_token(TEST_SECRET, mint_token(TEST_SECRET, "erin", admin=True, graphs=True))
+    assert (admin.admin, admin.graphs) == (True, True)

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import (
-    AdminRequired,
+    GraphsNotAllowed,
     InvalidBody,
     InvalidQuery,
     JobFinished,
@@ -72,7 +72,7 @@ async def submit_job(request: web.Request) -> web.Response:
     ):
         raise PriorityNotAllowed("this user may not submit high priority jobs")
     await check_budget(request, identity)  # before any image URL is fetched
-    job = await _job_from(request, body, identity.user, identity.admin)
+    job = await _job_from(request, body, identity.user, identity.may_submit_graphs)
     job.priority = body.priority
     if body.webhook_url is not None:
         if not settings.webhook_secret:
@@ -105,11 +105,11 @@ async def _store(request: web.Request, sub: Submission, reuse: bool | None) -> N
     await create(request.app, sub)
 
 
-async def _job_from(request: web.Request, body: SubmitJob, user: str, admin: bool) -> Job:
+async def _job_from(request: web.Request, body: SubmitJob, user: str, graphs: bool) -> Job:
     job_id = uuid.uuid4().hex
     if body.graph is not None:
-        if not admin:
-            raise AdminRequired("raw graphs need a token with the admin scope")
+        if not graphs:
+            raise GraphsNotAllowed("graphs need a token with the graphs (or admin) scope")
         check_raw_graph(body.graph, request.app[SETTINGS].raw_graph_nodes)
         return Job(
             id=job_id,

@@ -183,10 +183,10 @@ HOSTILE_BODIES = [
         "invalid_params",
     ),
     (
-        "raw graph without admin",
+        "raw graph without the graphs scope",
         {"graph": {"1": {"class_type": "SaveImage", "inputs": {}}}},
         403,
-        "admin_required",
+        "graphs_not_allowed",
     ),
     ("workflow and graph", {"workflow": "upscale", "graph": {}}, 400, "invalid_body"),
     ("webhook to loopback", _hook("http://127.0.0.1:9/hook"), 422, "webhook_url_refused"),
