@@ -202,5 +202,7 @@ FAIR_LINE = f"{PREFIX}:fair:line"
 FAIR_FINISH = f"{PREFIX}:fair:finish"
 #: the virtual time: the start tag of the latest run given a ComfyUI slot
 FAIR_CLOCK = f"{PREFIX}:fair:clock"
+#: the GPU-seconds of a typical job (a moving average): the unit of the fair line's tags
+FAIR_TYPICAL = f"{PREFIX}:fair:typical"
 #: held by the one worker that tells pending jobs their place in line, for about a second
 POSITIONS_LOCK = f"{PREFIX}:fair:positions-lock"

@@ -148,12 +148,48 @@ def priority_ranges(now_ms: float | None = None) -> dict[str, tuple[float, float
     }
 
 
+#: how much the typical job's GPU-seconds move towards each finished job's
+TYPICAL_WEIGHT = 0.1
+
+#: charge a user for a finished job's real GPU-seconds: it was queued as one typical job, so
+#: the user's finish tag moves by (its seconds / a typical job's − 1) / the user's weight; a
+#: long job pushes the user's next jobs back, a short one brings them forward (never before
+#: the line's clock: a new tag starts at the later of the two). Then the typical job moves.
+_CHARGE = """
+local typical = tonumber(redis.call('GET', typical_key) or seconds)
+local extra = (tonumber(seconds) / math.max(typical, 0.001) - 1) / tonumber(weight)
+if redis.call('HEXISTS', finish_key, user) == 1 then
+  redis.call('HINCRBYFLOAT', finish_key, user, tostring(extra))
+end
+local moved = typical + tonumber(moves) * (tonumber(seconds) - typical)
+redis.call('SET', typical_key, tostring(moved))
+return tostring(extra)
+"""
+
+
 class RunQueue:
     """The runs of jobs in arq's queue, and the webhook deliveries queued after them."""
 
     def __init__(self, redis: Redis) -> None:
         self.arq: ArqRedis = redis if isinstance(redis, ArqRedis) else arq_pool(redis)
         self._enqueue = Script(self.arq, ENQUEUE_KEYS, ENQUEUE_ARGS, ENQUEUE_LUA + "return queued")
+        self._charge = Script(
+            self.arq, ("finish_key", "typical_key"), ("user", "seconds", "weight", "moves"), _CHARGE
+        )
+
+    async def charge(self, user: str, gpu_seconds: float, *, weight: float = 1.0) -> float:
+        """Fair share by GPU-seconds: move the user's place for a job that ran `gpu_seconds`
+        (it was queued as one typical job); the move, in typical jobs."""
+        moved = await self._charge(
+            {"finish_key": keys.FAIR_FINISH, "typical_key": keys.FAIR_TYPICAL},
+            {
+                "user": user,
+                "seconds": repr(max(gpu_seconds, 0.0)),
+                "weight": repr(weight),
+                "moves": repr(TYPICAL_WEIGHT),
+            },
+        )
+        return float(text(moved))
 
     async def enqueue(self, job: Job, *, expires: int) -> bool:
         """Queue the job's run under its priority; False when arq already holds that job id."""

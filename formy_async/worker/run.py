@@ -267,8 +267,10 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "workflow", "user", "backend")
     final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
-    if final.is_final and final.metrics is not None:
-        await wc.usage.record(final)  # once per job, whoever runs this again
+    if final.is_final and final.metrics is not None and await wc.usage.record(final):
+        # once per job, whoever runs this again: its GPU-seconds move its user's fair share
+        seconds = final.metrics.execution_seconds or 0.0
+        await wc.queue.charge(final.user, seconds, weight=wc.settings.weight(final.user))
     if final.webhook_url and final.is_final:
         await wc.queue.enqueue_webhook(final)  # once per job: its arq id is fixed
     return final.status

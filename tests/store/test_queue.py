@@ -58,3 +58,32 @@ async def test_queueing_wakes_the_workers(redis: Redis) -> None:
 
         message = await pubsub.get_message(timeout=5)
     assert message is not None and message["data"] == b"j1"
+
+
+def users_job(job_id: str, user: str) -> Job:
+    return Job(id=job_id, user=user, workflow="upscale", params={})
+
+
+async def test_a_long_job_sends_its_users_later_jobs_behind_a_user_of_short_ones(
+    redis: Redis,
+) -> None:
+    runs = RunQueue(redis)
+    await runs.charge("nobody", 2.0)  # the typical job: 2 GPU-seconds
+    for job_id, user in [("a1", "ann"), ("b1", "ben"), ("a2", "ann"), ("b2", "ben")]:
+        await runs.enqueue(users_job(job_id, user), expires=60)
+    assert await runs.fair_head(4) == ["a1", "b1", "a2", "b2"]  # in turn, while costs are equal
+
+    assert await runs.charge("ann", 8.0) == pytest.approx(3.0)  # a1 ran four typical jobs' worth
+    assert await runs.charge("ben", 1.0) < 0  # b1 ran short
+    for job_id, user in [("a3", "ann"), ("b3", "ben"), ("b4", "ben")]:
+        await runs.enqueue(users_job(job_id, user), expires=60)
+
+    assert await runs.fair_head(7) == ["a1", "b1", "a2", "b2", "b3", "b4", "a3"]
+
+
+async def test_the_typical_job_follows_the_jobs_that_ran(redis: Redis) -> None:
+    runs = RunQueue(redis)
+    await runs.charge("ann", 10.0)
+    for _ in range(40):
+        await runs.charge("ann", 1.0)
+    assert float(await redis.get(keys.FAIR_TYPICAL)) == pytest.approx(1.0, abs=0.2)
