@@ -100,9 +100,33 @@ class BackendPool:
         holding = [s for s in ranked if warm[s.url].holds(models)]
         if any(used[s.url] < s.slots for s in holding):
             return holding  # not a cold one, even if another job takes this one first
+        # a free backend that holds what another waiting job needs is that job's to take
+        spoken = self._spoken_for(job.id, models, warm)
+        ranked.sort(key=lambda s: s.url in spoken)  # stable: unclaimed cold backends first
         if holding and _worth_waiting(ranked, used, warm, models, self._queued(job.id, models)):
             return []  # wait for a warm one to free up
+        free = [s for s in ranked if used[s.url] < s.slots]
+        if free and all(s.url in spoken for s in free) and not self._starving(job.id, warm):
+            return []  # the free ones are warm for others: leave them to those
         return ranked
+
+    def _spoken_for(
+        self, job_id: str, models: frozenset[str], warm: dict[str, Warm]
+    ) -> set[str]:
+        """Backends holding the models some other job of this process waits for (not ours)."""
+        others = {w.models for j, w in self._waiting.items() if j != job_id and w.models}
+        return {
+            url for url, w in warm.items() if any(m != models and w.holds(m) for m in others)
+        }
+
+    def _starving(self, job_id: str, warm: dict[str, Warm]) -> bool:
+        """Whether the job has waited long enough to take a backend from jobs warm there:
+        a few model loads' worth, so that a steady stream of them never shuts it out."""
+        me = self._waiting.get(job_id)
+        if me is None:
+            return True
+        switch = _mean([w.switch for w in warm.values()]) or 0.0
+        return time.monotonic() - me.since > max(STARVE_AFTER, 3 * switch)
 
     def _queued(self, job_id: str, models: frozenset[str]) -> int:
         """Jobs of this process waiting for the same models, ahead of this one in line."""
@@ -263,8 +287,11 @@ class _Waiter:
     fair: float | None = None
     aside: bool = False
     woken: asyncio.Event = field(default_factory=asyncio.Event)
+    since: float = field(default_factory=time.monotonic)
 
 
+#: the least a job waits before it may take a backend that is warm for other waiting jobs
+STARVE_AFTER = 2.0
 #: how long a waiting job sleeps at most: a safety net for a freed slot nobody announced (a
 #: lease that ran out with its worker, a message lost while Redis was away)
 RETRY_EVERY = 1.0

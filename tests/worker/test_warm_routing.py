@@ -13,8 +13,11 @@ import pytest
 from redis.asyncio import Redis
 
 from formy_async.comfy.loaders import loader_models
+from formy_async.models import Job
+from formy_async.settings import BackendSpec
 from formy_async.simulator import SimulatorConfig, run_simulator
 from formy_async.store.warmth import Warmth
+from formy_async.worker import pool as pools
 
 from ..conftest import ADMIN_TOKEN, StackFactory
 from ..helpers import api_session, follow, get_json, wait_until
@@ -129,3 +132,25 @@ async def test_a_restarted_backend_is_cold_again(make_stack: StackFactory, redis
         await wait_until(cold, timeout=10)
         _, listed = await get_json(session, f"{stack.url}/api/backends")
     assert listed["backends"][0]["models"] == []
+
+
+async def test_a_free_backend_warm_for_another_waiting_job_is_left_to_it(redis: Redis) -> None:
+    """A job whose warm backend is busy does not switch a free one that holds what another
+    waiting job needs (that job would have to switch it back); past a few loads' worth of
+    waiting it may, so that it is never shut out."""
+    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
+    specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, specs, http)
+        await pool.ran(a, frozenset({XL}), None)
+        await pool.ran(b, frozenset({SD15}), None)
+        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0  # a runs an XL job
+        xl_job = Job(id="wants-xl", workflow="text_to_image", params={})
+        sd_job = Job(id="wants-sd15", workflow="text_to_image", params={})
+        pool._waiting[xl_job.id] = pools._Waiter(1, frozenset({XL}))
+        pool._waiting[sd_job.id] = pools._Waiter(2, frozenset({SD15}))
+
+        assert await pool.preference(xl_job, frozenset({XL})) == []  # b is the SD 1.5 job's
+        assert [s.url for s in await pool.preference(sd_job, frozenset({SD15}))] == [b]
+        pool._waiting[xl_job.id].since -= pools.STARVE_AFTER + 1  # it has waited long enough
+        assert b in [s.url for s in await pool.preference(xl_job, frozenset({XL}))]
