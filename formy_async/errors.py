@@ -24,6 +24,9 @@ FormyError                              code, message, details; `http_status` fo
 │       ├── CorruptImage                corrupt_image
 │       ├── ImageTooLarge               image_too_large
 │       ├── IdempotencyKeyReuse         idempotency_key_reuse: the key came with another body
+│       ├── MissingAsset                missing_asset: a core/ASSET names no asset of the caller
+│       ├── WorkflowFormatUi            workflow_format_ui: an editor export, not the API format
+│       ├── MetadataInvalid             metadata_invalid: job labels past their limits
 │       └── ImageUrlError               image_url_error: an image param's URL cannot be used
 │           ├── ImageUrlInvalid         image_url_invalid: its form (https:// only, no credentials)
 │           ├── ImageUrlRefused         image_url_refused: an address that is not public
@@ -46,10 +49,13 @@ FormyError                              code, message, details; `http_status` fo
 │   ├── UploadNotFound                  upload_not_found
 │   ├── OutputNotFound                  output_not_found
 │   ├── PreviewNotFound                 preview_not_found
+│   ├── AssetNotFound                   asset_not_found
+│   ├── BlobNotFound                    blob_not_found: no bytes of the caller with that hash
 │   └── FileNotFound                    file_not_found: nothing stored under a key
 ├── RequestTimeout (408)                request_timeout: the headers or body came too slowly
 ├── Conflict (409)                      conflict
-│   └── JobFinished                     job_finished: the job is already final
+│   ├── JobFinished                     job_finished: the job is already final
+│   └── HashMismatch                    hash_mismatch: the bytes are not the expected hash's
 ├── Gone (410)                          gone
 │   └── OutputExpired                   output_expired: past its retention time
 ├── UploadTooLarge (413)                upload_too_large
@@ -195,6 +201,18 @@ class IdempotencyKeyReuse(InvalidParams):
     code = "idempotency_key_reuse"
 
 
+class MissingAsset(InvalidParams):
+    code = "missing_asset"
+
+
+class WorkflowFormatUi(InvalidParams):
+    code = "workflow_format_ui"
+
+
+class MetadataInvalid(InvalidParams):
+    code = "metadata_invalid"
+
+
 class ImageUrlError(InvalidParams):
     """An image param given as a URL that could not be fetched or used; `details` names the
     param, the URL and why."""
@@ -281,6 +299,14 @@ class UploadNotFound(NotFound):
     code = "upload_not_found"
 
 
+class AssetNotFound(NotFound):
+    code = "asset_not_found"
+
+
+class BlobNotFound(NotFound):
+    code = "blob_not_found"
+
+
 class OutputNotFound(NotFound):
     code = "output_not_found"
 
@@ -305,6 +331,10 @@ class Conflict(FormyError):
 
 class JobFinished(Conflict):
     code = "job_finished"
+
+
+class HashMismatch(Conflict):
+    code = "hash_mismatch"
 
 
 class Gone(FormyError):

@@ -44,6 +44,13 @@ def extension(name: str) -> str:
     return posixpath.splitext(name)[1].lower()
 
 
+def extension_of_type(content_type: str) -> str:
+    """An extension for a MIME type (`.bin` for one nobody knows)."""
+    media_type = content_type.split(";")[0].strip().lower()
+    known = next((ext for ext, kind in _CONTENT_TYPES.items() if kind == media_type), None)
+    return known or mimetypes.guess_extension(media_type) or ".bin"
+
+
 def content_type_of(name: str) -> str:
     ext = extension(name)
     return _CONTENT_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -58,6 +58,17 @@ class JobError(BaseModel):
     details: Any = None
 
 
+class NodeProgress(BaseModel):
+    """Where a running job is: the node, its step (`value` of `max`), and nodes done of all."""
+
+    node: str
+    node_type: str | None = None
+    value: float = 0
+    max: float = 1
+    nodes_done: int | None = None
+    nodes_total: int | None = None
+
+
 class JobMetrics(BaseModel):
     """What a job used of ComfyUI: its wait, its execution (the GPU-seconds it counts), its
     model loads, and where it ran."""
@@ -112,6 +123,11 @@ class Job(BaseModel):
     metrics: JobMetrics | None = Field(None, description="set when it ran on ComfyUI")
     queue_position: int | None = Field(None, description="while pending: its place in line")
     eta_seconds: float | None = Field(None, description="while pending: seconds until it starts")
+    step: NodeProgress | None = Field(None, description="while running: the latest progress")
+    metadata: dict[str, str] = Field({}, description="string labels given at submission")
+    extra_data: dict[str, Any] | None = Field(
+        None, description="sent with the prompt to ComfyUI (a partner-node key): never shown"
+    )
 
     @property
     def is_final(self) -> bool:
@@ -148,6 +164,7 @@ class JobView(BaseModel):
     )
     eta_seconds: float | None = Field(None, description="while pending: about when it starts, in s")
     metrics: JobMetrics | None = None
+    metadata: dict[str, str] = Field({}, description="labels given at submission (v2 API)")
     links: dict[str, str]
 
     @property
@@ -188,6 +205,7 @@ class JobView(BaseModel):
             "reused_from": job.reused_from,
             "queue_position": job.queue_position,
             "eta_seconds": job.eta_seconds,
+            "metadata": job.metadata,
             # where it ran is for admins (AdminJobView), as the job's own `backend` is
             "metrics": job.metrics.model_copy(update={"backend": None}) if job.metrics else None,
         }
@@ -210,6 +228,24 @@ class AdminJobView(JobView):
             "losses": job.losses,
             "metrics": job.metrics,
         }
+
+
+class Asset(BaseModel):
+    """A file stored by `POST /api/v2/assets`, named by the blake3 hash of its bytes; a graph
+    refers to it by `id` in a `core/ASSET` reference."""
+
+    id: str
+    user: str = ""
+    hash: str = Field(description="`blake3:<hex>` of the bytes, computed by the service")
+    size: int
+    content_type: str
+    file_path: str | None = Field(None, description="the name it was uploaded under")
+    created_at: float = Field(default_factory=now)
+    expires_at: float
+
+    @property
+    def hex(self) -> str:
+        return self.hash.removeprefix("blake3:")
 
 
 class SubmitJob(BaseModel):
@@ -332,6 +368,8 @@ class Progress(_Event):
     node_type: str | None = None
     value: float
     max: float
+    nodes_done: int | None = Field(None, description="nodes of the graph finished (or cached)")
+    nodes_total: int | None = Field(None, description="nodes in the graph")
 
 
 class Preview(_Event):

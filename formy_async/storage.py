@@ -7,6 +7,7 @@ import contextlib
 import functools
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 
 OUTPUTS = "outputs"
 INPUTS = "inputs"
+ASSETS = "assets"
 
 
 def output_key(job_id: str, filename: str) -> str:
@@ -40,6 +42,11 @@ def output_key(job_id: str, filename: str) -> str:
 
 def input_key(upload_id: str) -> str:
     return check_key(f"{INPUTS}/{upload_id}")
+
+
+def asset_key(hex_digest: str) -> str:
+    """Where an asset's bytes are: named by their blake3 hash, shared by every record of them."""
+    return check_key(f"{ASSETS}/{hex_digest}")
 
 
 def check_key(key: str) -> str:
@@ -80,9 +87,13 @@ class Storage(Protocol):
 
 def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)  # readers never see half a file
+    # a name of this write's own: two writes of one key never share a half-written file
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)  # readers never see half a file
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class LocalStorage:

@@ -288,7 +288,8 @@ def served_routes() -> set[str]:
 
 def documented_routes() -> set[str]:
     (routes,) = tables_under("Jobs")
-    spans = [span for row in routes[1:] for span in CODE_SPAN.findall(row[0])]
+    (v2_routes,) = tables_under("Comfy API v2 routes")
+    spans = [span for row in routes[1:] + v2_routes[1:] for span in CODE_SPAN.findall(row[0])]
     return {re.sub(r"{[^}]*}", "{}", span.split("?")[0]) for span in spans} | {"POST /api/jobs"}
 
 

@@ -155,9 +155,19 @@ class ComfyClient:
         info = await self._json("GET", f"/object_info/{class_type}")
         return info.get(class_type, {}) if isinstance(info, dict) else {}
 
-    async def queue_prompt(self, graph: dict[str, Any], *, client_id: str, prompt_id: str) -> None:
-        """POST /prompt; a graph ComfyUI refuses raises ComfyRejected with its node errors."""
-        payload = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+    async def queue_prompt(
+        self,
+        graph: dict[str, Any],
+        *,
+        client_id: str,
+        prompt_id: str,
+        extra_data: dict[str, Any] | None = None,
+    ) -> None:
+        """POST /prompt (with `extra_data`, such as a partner-node key, when given); a graph
+        ComfyUI refuses raises ComfyRejected with its node errors."""
+        payload: dict[str, Any] = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
+        if extra_data:
+            payload["extra_data"] = extra_data
         status, body = await self._call("POST", "/prompt", json=payload)
         answer = json.loads(body) if body else {}
         if status == 200 and not answer.get("node_errors"):
@@ -268,7 +278,11 @@ class ComfyClient:
         return PromptSocket(client_id, await self._connect(client_id))
 
     async def run(
-        self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket | None = None
+        self,
+        graph: dict[str, Any],
+        prompt_id: str,
+        socket: PromptSocket | None = None,
+        extra_data: dict[str, Any] | None = None,
     ) -> AsyncIterator[ComfyMessage]:
         """Queue the graph and yield this prompt's messages until ComfyUI is done with it.
 
@@ -280,7 +294,9 @@ class ComfyClient:
         socket = socket if socket is not None else await self.open_socket()
         client_id, ws = socket.client_id, socket.ws
         try:
-            await self.queue_prompt(graph, client_id=client_id, prompt_id=prompt_id)
+            await self.queue_prompt(
+                graph, client_id=client_id, prompt_id=prompt_id, extra_data=extra_data
+            )
             while True:
                 try:
                     frame = await ws.receive(timeout=self.idle_check)

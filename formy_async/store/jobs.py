@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -343,16 +343,22 @@ class JobStore:
         return [EVENT_ADAPTER.validate_json(raw) for raw in await self.events(job_id, after)]
 
     async def page(
-        self, *, user: str | None, status: str | None, limit: int, cursor: float | None
+        self,
+        *,
+        user: str | None,
+        status: str | None,
+        limit: int,
+        cursor: float | None,
+        where: Callable[[Job], bool] | None = None,
     ) -> tuple[list[Job], str | None]:
         """`user`'s jobs (everyone's for None) newest first, created before `cursor`, optionally
-        only those with `status`.
+        only those with `status` (and those `where` keeps).
 
         Returns the page and the cursor of the next one (None at the end).
         """
         found: list[Job] = []
         top: Any = f"({cursor!r}" if cursor is not None else "+inf"
-        batch = max(limit, 50) if status else limit
+        batch = max(limit, 50) if status or where else limit
         index = keys.jobs_index() if user is None else keys.user_jobs(user)
         while len(found) < limit:
             entries = await self.redis.zrevrangebyscore(
@@ -364,7 +370,7 @@ class JobStore:
                 if raw is None:
                     continue  # expired
                 job = Job.model_validate_json(raw)
-                if status is None or job.status == status:
+                if (status is None or job.status == status) and (where is None or where(job)):
                     found.append(job)
                     if len(found) == limit:
                         return found, repr(score)

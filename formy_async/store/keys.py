@@ -57,6 +57,26 @@ def upload(upload_id: str) -> str:
     return f"{PREFIX}:upload:{upload_id}"
 
 
+def asset(asset_id: str) -> str:
+    """A v2 asset's record (JSON); its bytes are in storage under their hash."""
+    return f"{PREFIX}:asset:{asset_id}"
+
+
+def asset_by_hash(user: str, digest: str) -> str:
+    """The id of `user`'s latest asset with these bytes (`blake3:<hex>`)."""
+    return f"{PREFIX}:asset-hash:{user}:{digest}"
+
+
+def asset_upload_claim(user: str, key_digest: str) -> str:
+    """What `user`'s upload with an Idempotency-Key (its digest) made: `<hash> <id> <new>`."""
+    return f"{PREFIX}:asset-idem:{user}:{key_digest}"
+
+
+def asset_write_lock(hex_digest: str) -> str:
+    """Held while the bytes of one hash are written to storage."""
+    return f"{PREFIX}:asset-write:{hex_digest}"
+
+
 #: workers subscribe here to hear about cancelled jobs at once
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 

@@ -15,6 +15,7 @@ from ..models import (
     Failed,
     Job,
     JobError,
+    NodeProgress,
     Output,
     OutputFile,
     OutputText,
@@ -51,20 +52,10 @@ class Lifecycle:
         event = Queued(job_id=job.id, position=position, eta_seconds=eta)
         return await self.store.append(job, event, expect_seq=seq) > 0
 
-    async def progress(
-        self,
-        job: Job,
-        *,
-        percent: int,
-        node: str,
-        node_type: str | None,
-        value: float,
-        maximum: float,
-    ) -> bool:
+    async def progress(self, job: Job, *, percent: int, step: NodeProgress) -> bool:
         """A node started (0 of 1) or reported a step; the job is `percent` done."""
-        job.progress = percent
-        event = Progress(job_id=job.id, node=node, node_type=node_type, value=value, max=maximum)
-        return await self._record(job, event)
+        job.progress, job.step = percent, step
+        return await self._record(job, Progress(job_id=job.id, **step.model_dump()))
 
     async def preview(self, job: Job, *, node: str | None, url: str, content_type: str) -> bool:
         event = Preview(job_id=job.id, node=node, url=url, content_type=content_type)

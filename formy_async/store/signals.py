@@ -27,6 +27,14 @@ async def request_cancel(redis: Redis, job_id: str, ttl: int) -> None:
     await redis.publish(keys.CANCEL_CHANNEL, job_id)
 
 
+async def cancel_requested(redis: Redis, *job_ids: str) -> list[bool]:
+    """Whether a cancel was asked for each job (and has not yet expired)."""
+    if not job_ids:
+        return []
+    found = await redis.mget([keys.job_cancel(job_id) for job_id in job_ids])
+    return [value is not None for value in found]
+
+
 class WorkerSignals:
     """A worker process's one subscription: cancel requests, fanned out to its running jobs;
     wake-ups, which set `wake` (the worker's poll loop waits on it between polls); and freed

@@ -17,6 +17,7 @@ from ..comfy.client import ComfyClient
 from ..comfy.model_lists import ModelsCache
 from ..settings import Settings
 from ..storage import storage_from_settings
+from ..store.assets import AssetStore
 from ..store.connections import redis_from_settings
 from ..store.hub import EventHub
 from ..store.jobs import JobStore
@@ -29,6 +30,7 @@ from ..store.usage import UsageStore
 from ..workflows import Catalogue
 from . import catalog, events, health, jobs, openapi, outputs, page, stats, uploads, usage, ws
 from .context import (
+    ASSETS,
     CATALOGUE,
     CLOSING,
     COMFY,
@@ -54,6 +56,8 @@ from .followers import FollowerWatch
 from .metrics import setup_metrics
 from .reuse import settle_followers
 from .security import auth_middleware, cors_middleware
+from .v2 import assets as v2_assets
+from .v2 import jobs as v2_jobs
 
 Context = Callable[[web.Application], AsyncIterator[None]]
 
@@ -85,6 +89,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> web.Applica
     app.on_shutdown.append(_end_streams)
     for module in (jobs, events, outputs, uploads, usage, catalog, stats, health, page, openapi):
         app.add_routes(module.routes)
+    app.add_routes(v2_jobs.routes)
+    app.add_routes(v2_assets.routes)
     setup_metrics(app)
     app.router.add_get("/ws", ws.websocket)
     return app
@@ -99,6 +105,7 @@ def _redis_ctx(injected: Redis | None) -> Context:
         app[LIFECYCLE] = Lifecycle(app[STORE])
         app[QUEUE] = RunQueue(redis)
         app[UPLOADS] = UploadStore(redis, ttl=settings.inputs_ttl)
+        app[ASSETS] = AssetStore(redis, ttl=settings.inputs_ttl)
         app[STATUS] = ServiceStatus(redis, settings.backends)
         app[REUSE] = ReuseStore(redis)
         app[USAGE] = UsageStore(redis, marker_ttl=settings.job_ttl)

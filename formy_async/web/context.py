@@ -14,6 +14,7 @@ from ..comfy.client import ComfyClient
 from ..comfy.model_lists import ModelsCache
 from ..settings import Settings
 from ..storage import Storage
+from ..store.assets import AssetStore
 from ..store.hub import EventHub
 from ..store.jobs import JobStore
 from ..store.lifecycle import Lifecycle
@@ -32,6 +33,7 @@ STORE = web.AppKey("store", JobStore)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 QUEUE = web.AppKey("queue", RunQueue)
 UPLOADS = web.AppKey("uploads", UploadStore)
+ASSETS = web.AppKey("assets", AssetStore)
 STATUS = web.AppKey("status", ServiceStatus)
 HUB = web.AppKey("hub", EventHub)
 CATALOGUE = web.AppKey("catalogue", Catalogue)

@@ -18,17 +18,17 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     """The job's event log after `?after=N` (default 0); with `Accept: text/event-stream`, a
     stream of its events from there on (after `Last-Event-ID` when an EventSource resumes)."""
     job_id = request.match_info["job_id"]
-    after = _after(request.query.get("after", "0"))
+    after = after_seq(request.query.get("after", "0"))
     job = await owned_job(request, job_id)
     if wants_stream(request):
         resumed = request.headers.get("Last-Event-ID")
-        after = _after(resumed.strip()) if resumed is not None else after
+        after = after_seq(resumed.strip()) if resumed is not None else after
         return await stream_events(request, job_id, after, final=job.is_final)
     raw = await request.app[STORE].events(job_id, after)
     return web.Response(text="[" + ",".join(raw) + "]", content_type="application/json")
 
 
-def _after(text: str) -> int:
+def after_seq(text: str) -> int:
     """A seq as the WebSocket takes it: 0 to MAX_SEQ (Redis refuses indexes past 2**63)."""
     # digits counted first: Python refuses to convert more than 4,300 of them
     digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_SEQ))

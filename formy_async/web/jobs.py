@@ -196,14 +196,24 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await owned_job(request, request.match_info["job_id"])
     if job.is_final:
         raise JobFinished(f"job {job.id} is already {job.status}")
+    job, at_once = await cancel(request, job)
+    if job.is_final and not at_once:
+        raise JobFinished(f"job {job.id} is already {job.status}")
+    return json_response(view_of(request, job), status=200 if at_once else 202)
+
+
+async def cancel(request: web.Request, job: Job) -> tuple[Job, bool]:
+    """Cancel a job that is not final: a pending one at once (True), a running one by asking
+    its worker (False). Returns the job as it now is (final meanwhile, if it won the race)."""
     ttl = request.app[SETTINGS].job_ttl
     if job.status == "pending":
         if await request.app[LIFECYCLE].cancel(job, deadline=_deadline()):
             # a worker that picked the job up meanwhile sees it final and stops its prompt
             await request_cancel(request.app[REDIS], job.id, ttl)
             await request.app[QUEUE].enqueue_webhook(job)
-            return json_response(view_of(request, job))
+            return job, True
         job = await request.app[STORE].get(job.id)
-        raise JobFinished(f"job {job.id} is already {job.status}")
+        if job.is_final:
+            return job, False
     await request_cancel(request.app[REDIS], job.id, ttl)
-    return json_response(view_of(request, job), status=202)
+    return job, False

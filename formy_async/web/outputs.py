@@ -1,4 +1,4 @@
-"""A job's files: its outputs (kept for FORMY_OUTPUTS_TTL) and its latest live preview."""
+"""A job's files (outputs, kept FORMY_OUTPUTS_TTL; the live preview); stored bytes with `Range`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..errors import (
     FileNotFound,
+    FormyError,
     OutputExpired,
     OutputNotFound,
     PreviewNotFound,
@@ -31,14 +32,26 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     output = next((o for o in job.outputs if o.filename == filename), None)
     if output is None:
         raise OutputNotFound(f"job {job.id} has no output {filename!r}")
+    return await serve_stored(
+        request,
+        output_key(job.files_of, filename),  # a reused job's are the first job's files
+        content_type=output.content_type,
+        cache_control="private, max-age=86400",
+        gone=OutputExpired(f"output {filename!r} has passed its retention time"),
+    )
+
+
+async def serve_stored(
+    request: web.Request, key: str, *, content_type: str, cache_control: str, gone: FormyError
+) -> web.StreamResponse:
+    """The bytes stored under `key`, whole or the byte range asked for (200 or 206, with
+    `Accept-Ranges`); `gone` is raised when nothing is stored there (any more)."""
     storage = request.app[STORAGE]
-    key = output_key(job.files_of, filename)  # a reused job's are the first job's files
     headers = {
-        "Cache-Control": "private, max-age=86400",
-        "Content-Type": output.content_type,
+        "Cache-Control": cache_control,
+        "Content-Type": content_type,
         "Accept-Ranges": "bytes",
     }
-    gone = OutputExpired(f"output {filename!r} has passed its retention time")
     path = storage.local_path(key)
     if path is not None:
         if not path.exists():

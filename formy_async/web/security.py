@@ -15,12 +15,14 @@ from ..models import AdminJobView, Job, JobView
 from .context import IDENTITY, SETTINGS, SIGNED, STORE, TOKENS
 
 #: GET routes an `<img src>` reaches: a valid signature stands in for the bearer token
-_SIGNABLE = re.compile(r"^/api/(jobs/[^/]+/(outputs/[^/]+|preview)|uploads/[^/]+)$")
+_SIGNABLE = re.compile(
+    r"^/api/(jobs/[^/]+/(outputs/[^/]+|preview)|uploads/[^/]+|v2/assets/[^/]+/content)$"
+)
 #: the API's OpenAPI description: public, as documentation is
 PUBLIC_DESCRIPTION = "/api/openapi.json"
 #: the GET route a browser's EventSource opens: its token may come as `?token=`, as the
 #: WebSocket's does
-_STREAMABLE = re.compile(r"^/api/jobs/[^/]+/events$")
+_STREAMABLE = re.compile(r"^/api/(v2/)?jobs/[^/]+/events$")
 
 
 @web.middleware
@@ -112,7 +114,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         response.headers["Vary"] = "Origin"
         response.headers["Access-Control-Expose-Headers"] = "Location, Idempotent-Replayed"
         if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, DELETE, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = (
                 "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
             )

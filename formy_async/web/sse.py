@@ -126,9 +126,15 @@ class EventStream:
     async def _send(self, response: web.StreamResponse, seq: int, raw: str) -> None:
         self.last = seq
         event_type = _type_of(raw)
-        await self._write(response, frame(seq, event_type, raw))
+        data = await self.render(seq, event_type, raw)
+        if data:
+            await self._write(response, data)
         if event_type in FINAL_EVENT_TYPES:
             self.finished = True
+
+    async def render(self, seq: int, event_type: str, raw: str) -> bytes:
+        """What goes on the wire for one event (a stream of another API renders its own)."""
+        return frame(seq, event_type, raw)
 
     async def _write(self, response: web.StreamResponse, data: bytes) -> None:
         async with asyncio.timeout(self.send_timeout):
@@ -144,6 +150,12 @@ async def stream_events(
         return web.Response(status=204)  # nothing more will come: an EventSource stops here
     hub, settings = request.app[HUB], request.app[SETTINGS]
     stream = EventStream(hub, store, job_id, after, send_timeout=settings.ws_send_timeout)
+    return await serve_stream(request, stream)
+
+
+async def serve_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
+    """Answer the request with the stream's events, until its job's last (or shutdown)."""
+    hub, settings, job_id = request.app[HUB], request.app[SETTINGS], stream.job_id
     hub.subscribe(job_id, stream)  # before the log is read: nothing falls between the two
     response = web.StreamResponse(
         headers={

@@ -9,6 +9,7 @@ import aiohttp
 
 from ..settings import Settings
 from ..storage import Storage
+from ..store.assets import AssetStore
 from ..store.jobs import JobStore
 from ..store.lifecycle import Lifecycle
 from ..store.queue import RunQueue
@@ -34,6 +35,7 @@ class WorkerContext:
     recovery: Recovery
     http: aiohttp.ClientSession
     usage: UsageStore
+    assets: AssetStore
 
     @staticmethod
     def of(ctx: dict[str, Any]) -> WorkerContext:

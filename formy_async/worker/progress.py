@@ -28,6 +28,11 @@ class ProgressTracker:
         self.fraction = 0.0
         self.percent = min(99, floor)  # a retried job never shows less than it did
 
+    @property
+    def nodes_done(self) -> int:
+        """Nodes finished or cached (the one running counts once it is over)."""
+        return len(self.finished)
+
     def cached(self, nodes: Iterable[str]) -> int:
         self.finished.update(n for n in nodes if n in self.weights)
         return self._update()

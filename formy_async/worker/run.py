@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from arq import Retry
 
+from ..asset_refs import with_files
 from ..auth import sign_url
 from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
 from ..comfy.loaders import loader_models
@@ -27,18 +28,19 @@ from ..errors import (
     ComfyUnavailable,
     FormyError,
     JobTimedOut,
+    MissingAsset,
     TooManyAttempts,
     WorkerLost,
     WorkerStopping,
 )
-from ..models import Job, OutputFile
+from ..models import Job, NodeProgress, OutputFile
 from ..store.jobs import PreviewImage as StoredPreview
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
 from .metering import Meter
 from .progress import ProgressTracker
 from .timing import RunTimes
-from .transfer import collect_outputs, collect_texts, upload_inputs
+from .transfer import collect_outputs, collect_texts, upload_assets, upload_inputs
 
 log = structlog.get_logger()
 
@@ -152,6 +154,7 @@ class JobRun:
         opening = asyncio.ensure_future(self.comfy.open_socket())
         try:
             inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
+            assets = await upload_assets(self.comfy, self.wc.storage, self.wc.assets, self.job)
             socket = await opening
         except BaseException:
             await _discard(opening)
@@ -160,6 +163,8 @@ class JobRun:
             graph = self.workflow.render(
                 self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
             )
+            if assets:
+                graph = with_files(graph, assets)
             prompt_id = new_prompt_id()
             self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
         except BaseException:
@@ -190,17 +195,20 @@ class JobRun:
         self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket, times: RunTimes
     ) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
-        async for message in self.comfy.run(graph, prompt_id, socket):
+        async for message in self.comfy.run(graph, prompt_id, socket, self.job.extra_data):
             times.seen(message)
             if self.meter.began_at is None:  # execution_start, or the first after a reconnect
                 self.executing()
             if isinstance(message, ExecutionCached):
                 self.job.progress = tracker.cached(message.nodes)
             elif isinstance(message, Executing) and message.node is not None:
-                await self.progress(graph, message.node, tracker.executing(message.node), 0, 1)
+                percent = tracker.executing(message.node)
+                await self.progress(graph, tracker, percent, message.node, 0, 1)
             elif isinstance(message, ProgressStep) and message.node is not None:
                 percent = tracker.step(message.node, message.value, message.max)
-                await self.progress(graph, message.node, percent, message.value, message.max)
+                await self.progress(
+                    graph, tracker, percent, message.node, message.value, message.max
+                )
             elif isinstance(message, PreviewImage):
                 await self.preview(message)
         self.meter.ended()
@@ -217,17 +225,25 @@ class JobRun:
             self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)
 
     async def progress(
-        self, graph: dict[str, Any], node: str, percent: int, value: float, maximum: float
+        self,
+        graph: dict[str, Any],
+        tracker: ProgressTracker,
+        percent: int,
+        node: str,
+        value: float,
+        maximum: float,
     ) -> None:
-        recorded = await self.wc.lifecycle.progress(
-            self.job,
-            percent=percent,
+        step = NodeProgress(
             node=node,
             node_type=graph.get(node, {}).get("class_type"),
             value=value,
-            maximum=maximum,
+            max=maximum,
+            nodes_done=tracker.nodes_done,
+            nodes_total=len(tracker.weights),
         )
-        self.recorded(recorded, self.job)
+        self.recorded(
+            await self.wc.lifecycle.progress(self.job, percent=percent, step=step), self.job
+        )
 
     async def preview(self, message: PreviewImage) -> None:
         """Keep the latest preview in Redis and tell subscribers, at most once per interval."""
@@ -329,7 +345,7 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
                 return  # final elsewhere meanwhile
             log.warning("job_retrying", attempt=job.attempt, error=exc.message)
             raise Retry(defer=delay) from exc
-    except ComfyError as exc:
+    except (ComfyError, MissingAsset) as exc:
         await _fail(wc, job, exc)
     except JobFinalised:
         # cancelled (or finished) elsewhere while we ran: make sure ComfyUI stops too

@@ -22,6 +22,7 @@ from ..catalogue_watch import CatalogueWatch
 from ..logs import setup_logging
 from ..settings import Settings
 from ..storage import storage_from_settings
+from ..store.assets import AssetStore
 from ..store.connections import arq_redis_settings, job_deserializer, job_serializer
 from ..store.jobs import JobStore
 from ..store.leases import Heartbeat, Leases
@@ -107,6 +108,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         recovery=recovery,
         http=http,
         usage=UsageStore(redis, marker_ttl=settings.job_ttl),
+        assets=AssetStore(redis, ttl=settings.inputs_ttl),
     )
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import AsyncIterator
 
 from .. import images, media
+from ..asset_refs import asset_ids
 from ..comfy.client import ComfyClient
 from ..comfy.messages import FileRef, HistoryEntry
-from ..models import Job, OutputFile, OutputText
-from ..storage import Storage, input_key, output_key
+from ..errors import MissingAsset
+from ..models import Asset, Job, OutputFile, OutputText
+from ..storage import Storage, asset_key, input_key, output_key
+from ..store.assets import AssetStore
 from ..workflows import Workflow
 
 
@@ -35,9 +39,35 @@ async def upload_inputs(
     return names
 
 
+async def upload_assets(
+    comfy: ComfyClient, storage: Storage, assets: AssetStore, job: Job
+) -> dict[str, str]:
+    """Send each asset a graph's `core/ASSET` references name to ComfyUI; the file name each
+    has there, by asset id. Named by content, as inputs are, so that held bytes are not resent;
+    an asset gone meanwhile (its retention passed) fails the job, saying which."""
+    names: dict[str, str] = {}
+    for asset_id in asset_ids(job.graph or {}):
+        asset = await assets.get(asset_id)
+        if asset is None or asset.user != job.user:
+            raise MissingAsset(f"asset {asset_id!r} is gone (its retention time passed)")
+        name = f"formy_{asset.hex[:40]}{_extension(asset)}"
+        if not await comfy.has_input(name):
+            name = await comfy.upload_image(await storage.read(asset_key(asset.hex)), name)
+        names[asset_id] = name
+    return names
+
+
+_PLAIN_EXTENSION = re.compile(r"^\.[a-z0-9]{1,8}$")
+
+
+def _extension(asset: Asset) -> str:
+    """The extension ComfyUI's loaders go by: the uploaded name's, else the content type's."""
+    ext = media.extension(asset.file_path or "")
+    return ext if _PLAIN_EXTENSION.match(ext) else media.extension_of_type(asset.content_type)
+
+
 #: outputs fetched from ComfyUI at once (a video job may list dozens of files)
 FETCHES = 4
-
 
 async def collect_outputs(
     comfy: ComfyClient, storage: Storage, entry: HistoryEntry, workflow: Workflow, job: Job

@@ -38,6 +38,7 @@ PUBLIC_FIELDS = {
     "started_at",
     "finished_at",
     "prompt_id",
+    "metadata",
     "time_limit",
     "priority",
     "outputs",

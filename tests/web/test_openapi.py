@@ -21,7 +21,8 @@ CATALOGUE = Catalogue.load(ROOT / "workflows")
 
 
 def app_routes() -> set[str]:
-    """`METHOD /path` of every route the app serves, placeholders as `{}`."""
+    """`METHOD /path` of every route the app serves, placeholders as `{}` (but the Comfy API
+    v2 routes, whose description is Comfy-Org's own `openapi-v2.yaml`)."""
     app = create_app(Settings(workflows_dir=ROOT / "workflows", secret_key="x" * 32))
     found = set()
     for route in app.router.routes():
@@ -30,7 +31,8 @@ def app_routes() -> set[str]:
         path = route.resource.canonical
         if isinstance(route.resource, web.StaticResource):
             path += "/{}"
-        found.add(f"{route.method} {re.sub(r'{[^}]*}', '{}', path)}")
+        if not path.startswith("/api/v2/"):
+            found.add(f"{route.method} {re.sub(r'{[^}]*}', '{}', path)}")
     return found
 
 

@@ -1,0 +1,1 @@
+"""Comfy API v2 served by the stack, driven by the official SDK."""
