@@ -15,6 +15,7 @@ from ..auth import sign_url
 from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
 from ..comfy.loaders import loader_models
 from ..comfy.messages import (
+    Executed,
     Executing,
     ExecutionCached,
     HistoryEntry,
@@ -40,7 +41,7 @@ from .context import WorkerContext
 from .metering import Meter
 from .progress import ProgressTracker
 from .timing import RunTimes
-from .transfer import collect_outputs, collect_texts, upload_assets, upload_inputs
+from .transfer import Prefetch, collect_outputs, collect_texts, upload_assets, upload_inputs
 
 log = structlog.get_logger()
 
@@ -174,15 +175,22 @@ class JobRun:
         backend = self.job.backend or ""
         await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
         times = self.meter.times = RunTimes(graph)
-        await self.follow(graph, prompt_id, socket, times)  # it closes the socket
-        await self.wc.pool.measured(backend, switch=times.switch, run=times.run)
-        entry = await self.outcome(prompt_id)
-        shown = []
-        outputs = collect_outputs(self.comfy, self.wc.storage, entry, self.workflow, self.job)
-        async for output in outputs:
-            signed = self.signed(output)
-            self.recorded(await self.wc.lifecycle.output(self.job, output, shown=signed), self.job)
-            shown.append(signed)
+        prefetch = Prefetch(self.comfy, self.workflow)
+        try:
+            await self.follow(graph, prompt_id, socket, times, prefetch)  # it closes the socket
+            entry, _ = await asyncio.gather(  # its timings are learned while history is read
+                self.outcome(prompt_id),
+                self.wc.pool.measured(backend, switch=times.switch, run=times.run),
+            )
+            shown = []
+            outputs = collect_outputs(prefetch, self.wc.storage, entry, self.workflow, self.job)
+            async for output in outputs:
+                signed = self.signed(output)
+                recorded = await self.wc.lifecycle.output(self.job, output, shown=signed)
+                self.recorded(recorded, self.job)
+                shown.append(signed)
+        finally:
+            await prefetch.aclose()
         texts = collect_texts(entry, self.workflow)
         self.recorded(await self.wc.lifecycle.done(self.job, shown=shown, texts=texts), self.job)
         self.log.info(
@@ -192,7 +200,12 @@ class JobRun:
         )
 
     async def follow(
-        self, graph: dict[str, Any], prompt_id: str, socket: PromptSocket, times: RunTimes
+        self,
+        graph: dict[str, Any],
+        prompt_id: str,
+        socket: PromptSocket,
+        times: RunTimes,
+        prefetch: Prefetch,
     ) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
         async for message in self.comfy.run(graph, prompt_id, socket, self.job.extra_data):
@@ -209,6 +222,8 @@ class JobRun:
                 await self.progress(
                     graph, tracker, percent, message.node, message.value, message.max
                 )
+            elif isinstance(message, Executed):
+                prefetch.executed(message)  # its files start coming while the prompt runs on
             elif isinstance(message, PreviewImage):
                 await self.preview(message)
         self.meter.ended()

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from .. import images, media
 from ..asset_refs import asset_ids
 from ..comfy.client import ComfyClient
-from ..comfy.messages import FileRef, HistoryEntry
-from ..errors import MissingAsset
+from ..comfy.messages import Executed, FileRef, HistoryEntry
+from ..errors import ComfyUnavailable, MissingAsset
 from ..models import Asset, Job, OutputFile, OutputText
 from ..storage import Storage, asset_key, input_key, output_key
 from ..store.assets import AssetStore
@@ -69,11 +69,59 @@ def _extension(asset: Asset) -> str:
 #: outputs fetched from ComfyUI at once (a video job may list dozens of files)
 FETCHES = 4
 
+_Where = tuple[str, str, str]
+
+
+def _where(ref: FileRef) -> _Where:
+    return ref.filename, ref.subfolder, ref.type
+
+
+class Prefetch:
+    """Output files fetched from ComfyUI as soon as their node reports them (`executed`),
+    while the prompt runs on and its history is read; what history then lists is taken from
+    here, and fetched only if it is not here (a cached node reports nothing)."""
+
+    def __init__(self, comfy: ComfyClient, workflow: Workflow) -> None:
+        self.comfy = comfy
+        self.nodes = workflow.manifest.outputs or None
+        self.gate = asyncio.Semaphore(FETCHES)
+        self._fetches: dict[_Where, asyncio.Task[bytes]] = {}
+
+    def executed(self, message: Executed) -> None:
+        if self.nodes is not None and message.node not in self.nodes:
+            return
+        for ref in HistoryEntry(outputs={message.node: message.output}).files():
+            if ref.type == "output" and _where(ref) not in self._fetches:
+                self._fetches[_where(ref)] = asyncio.ensure_future(self._view(ref))
+
+    async def _view(self, ref: FileRef) -> bytes:
+        async with self.gate:
+            return await self.comfy.view(ref)
+
+    async def take(self, ref: FileRef) -> bytes:
+        """The file's bytes: fetched already, or now."""
+        fetching = self._fetches.pop(_where(ref), None)
+        if fetching is None:
+            return await self._view(ref)
+        try:
+            return await fetching
+        except ComfyUnavailable:  # fetched too early, or a hiccup: once more, from history's
+            return await self._view(ref)
+
+    async def aclose(self) -> None:
+        """Drop what history did not list (and whatever is still on its way)."""
+        for fetching in self._fetches.values():
+            fetching.cancel()
+        await asyncio.gather(*self._fetches.values(), return_exceptions=True)
+        self._fetches.clear()
+
+
 async def collect_outputs(
-    comfy: ComfyClient, storage: Storage, entry: HistoryEntry, workflow: Workflow, job: Job
+    prefetch: Prefetch, storage: Storage, entry: HistoryEntry, workflow: Workflow, job: Job
 ) -> AsyncIterator[OutputFile]:
-    """Fetch every file the output nodes produced over /view (ComfyUI's disk may be elsewhere)
-    into our storage, a few at once, and yield them in order as each is stored.
+    """Every file the output nodes produced, fetched over /view (ComfyUI's disk may be
+    elsewhere; `prefetch` may hold it already) into our storage, a few at once, yielded in
+    order as each is stored.
 
     The output nodes are the manifest's, or every node ComfyUI reported outputs for.
     """
@@ -82,7 +130,7 @@ async def collect_outputs(
 
     async def fetch(ref: FileRef, filename: str) -> OutputFile:
         async with gate:
-            return await _store_output(comfy, storage, ref, job.id, filename)
+            return await _store_output(prefetch, storage, ref, job.id, filename)
 
     fetches = []
     for ref in entry.files(workflow.manifest.outputs or None):
@@ -99,9 +147,9 @@ async def collect_outputs(
 
 
 async def _store_output(
-    comfy: ComfyClient, storage: Storage, ref: FileRef, job_id: str, filename: str
+    prefetch: Prefetch, storage: Storage, ref: FileRef, job_id: str, filename: str
 ) -> OutputFile:
-    data = await comfy.view(ref)
+    data = await prefetch.take(ref)
     kind = media.kind_of(ref.filename, ref.format)
     content_type = media.content_type_of(filename)
     size = await storage.put(output_key(job_id, filename), data, content_type)
