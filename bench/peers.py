@@ -47,6 +47,7 @@ class Timing:
     submitted: float
     seen_done: float
     outcome: str = "done"
+    first_progress: float | None = None  # when the client saw the first progress (v2 streams)
 
 
 def new_params(steps: int) -> dict[str, Any]:
@@ -93,8 +94,9 @@ class PeerClient(Protocol):
         """Submit one job and follow it to the end."""
         ...
 
-    async def run_backlog(self, n: int) -> list[Timing]:
-        """Submit n jobs at once and wait until every one is done."""
+    async def run_backlog(self, n: int, steps: int | None = None) -> list[Timing]:
+        """Submit n jobs at once (of `steps` sampler steps, else the client's own) and wait
+        until every one is done."""
         ...
 
     async def aclose(self) -> None: ...
@@ -140,8 +142,8 @@ class DirectComfy:
             elif message.get("type") in ("execution_error", "execution_interrupted"):
                 self.done.mark(str(data.get("prompt_id")), moment, "failed")
 
-    async def _submit(self) -> tuple[str, float]:
-        graph = render(new_params(self.steps))
+    async def _submit(self, steps: int | None = None) -> tuple[str, float]:
+        graph = render(new_params(steps or self.steps))
         submitted = time.time()
         body = {"prompt": graph, "client_id": self.client_id}
         async with self.http.post(f"{self.base}/prompt", json=body) as resp:
@@ -155,8 +157,8 @@ class DirectComfy:
         seen, outcome = await self.done.wait(prompt_id)
         return Timing(prompt_id, submitted, seen, outcome)
 
-    async def run_backlog(self, n: int) -> list[Timing]:
-        sent = await _gather_limited(n, 8, self._submit)
+    async def run_backlog(self, n: int, steps: int | None = None) -> list[Timing]:
+        sent = await _gather_limited(n, 8, functools.partial(self._submit, steps))
         out = []
         for prompt_id, submitted in sent:
             seen, outcome = await self.done.wait(prompt_id, within=WAIT + n)
@@ -183,12 +185,13 @@ class ApiProxy:
         self.steps = steps
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         self.statuses: dict[str, int] = {}
+        self.first_progress: dict[str, float] = {}
 
     async def open(self) -> None:
         pass
 
-    async def _submit(self) -> tuple[str, float]:
-        body = {"workflow": render(new_params(self.steps))}
+    async def _submit(self, steps: int | None = None) -> tuple[str, float]:
+        body = {"workflow": render(new_params(steps or self.steps))}
         submitted = time.time()
         async with self.http.post(f"{self.base}/api/v2/jobs", json=body) as resp:
             answer = await resp.json()
@@ -207,6 +210,8 @@ class ApiProxy:
                 line = raw.decode().rstrip("\n")
                 if line.startswith("event: "):
                     event = line[7:]
+                elif event == "progress" and job_id not in self.first_progress:
+                    self.first_progress[job_id] = time.time()
                 elif line.startswith("data: ") and event == "status" and not seen:
                     status = json.loads(line[6:]).get("status")
                     if status in TERMINAL:
@@ -217,12 +222,12 @@ class ApiProxy:
     async def run_one(self) -> Timing:
         job_id, submitted = await self._submit()
         seen, outcome = await self._follow(job_id)
-        return Timing(job_id, submitted, seen, outcome)
+        return Timing(job_id, submitted, seen, outcome, self.first_progress.get(job_id))
 
-    async def run_backlog(self, n: int) -> list[Timing]:
+    async def run_backlog(self, n: int, steps: int | None = None) -> list[Timing]:
         """At most 8 SSE streams may be open at once (the proxy's limit), so a backlog is
         followed the poll-first way its docs give: GET /api/v2/jobs/{id} until terminal."""
-        sent = await _gather_limited(n, 8, self._submit)
+        sent = await _gather_limited(n, 8, functools.partial(self._submit, steps))
         out = []
         deadline = time.monotonic() + WAIT + n
         for job_id, submitted in sent:
@@ -301,8 +306,8 @@ class Formy:
         job_id, submitted = await self._submit()
         return await self._timing(job_id, submitted, WAIT)
 
-    async def run_backlog(self, n: int) -> list[Timing]:
-        sent = await _gather_limited(n, 8, self._submit)
+    async def run_backlog(self, n: int, steps: int | None = None) -> list[Timing]:
+        sent = await _gather_limited(n, 8, lambda: self._submit(new_params(steps or self.steps)))
         return [await self._timing(job_id, t, WAIT + n) for job_id, t in sent]
 
     async def aclose(self) -> None:

@@ -2,7 +2,9 @@
 
 Each system runs in front of a simulator of its own (`bench.sim --trace`, the 0.3.64 profile,
 one prompt at a time as ComfyUI runs them). Per repetition: `peer_jobs` jobs one after another,
-then a backlog of `peer_backlog` jobs submitted at once. ComfyUI's side of every figure comes
+then a backlog of `peer_backlog` jobs submitted at once, then (direct ComfyUI and formy-async
+only) a backlog of BUSY_JOBS jobs of about BUSY_JOB_S seconds each, for how busy the one backend
+stays (the issue's "≥ 99 % busy with 1 s jobs"). ComfyUI's side of every figure comes
 from ComfyUI itself: when it answered `POST /prompt` (the trace middleware) and when it started
 and finished executing (the `execution_start` / `execution_success` timestamps of its history's
 `status.messages`, whole milliseconds, read as the middle of their millisecond).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,10 +24,17 @@ import aiohttp
 from . import procs, proxy
 from .config import Config
 from .peers import ApiProxy, DirectComfy, Formy, PeerClient, Timing
+from .peers_v2 import FormyV2
 from .rows_events import _summarise, flush
 from .stats import percentile
 
-SYSTEMS = ("direct", "proxy", "formy")
+#: formy_v2 is formy-async driven through its Comfy API v2 routes, as the proxy is
+SYSTEMS = ("direct", "proxy", "formy", "formy_v2")
+#: the busy backlog: jobs of about BUSY_JOB_S seconds (sampler steps × peer_step_delay), all
+#: submitted at once; the proxy is left out (it is not what the target compares against)
+BUSY_JOBS = 6
+BUSY_JOB_S = 1.0
+BUSY_SYSTEMS = ("direct", "formy")
 _ENDINGS = ("execution_success", "execution_error", "execution_interrupted")
 
 
@@ -45,7 +55,9 @@ async def _start(cfg: Config, name: str, comfyui: str) -> tuple[dict[str, procs.
     env = procs.formy_env(cfg.redis_url, comfyui)
     web = await procs.start_web(port, env)
     worker = await procs.start_worker(env, cfg.redis_url)
-    return {"web": web, "worker": worker}, Formy(f"http://127.0.0.1:{port}", cfg.peer_steps)
+    base = f"http://127.0.0.1:{port}"
+    ours = FormyV2(base, cfg.peer_steps) if name == "formy_v2" else Formy(base, cfg.peer_steps)
+    return {"web": web, "worker": worker}, ours
 
 
 async def _system(cfg: Config, name: str) -> dict[str, Any]:
@@ -87,7 +99,7 @@ async def _repetition(
     idle_rss = _rss_mb(services)
     pids: dict[str, int | None] = {key: proc.pid for key, proc in services.items()}
     pids["comfyui"] = sim.pid
-    pids["redis"] = procs.redis_pid() if name == "formy" else None
+    pids["redis"] = procs.redis_pid() if name.startswith("formy") else None
     await _call(comfyui, "POST", "/bench/trace/reset")
     meter = CpuSeconds(pids)
     timings = []
@@ -117,7 +129,20 @@ async def _repetition(
     run.update(_cpu_figures(cpu, services, len(backlog), "backlog_"))
     run["backlog_rss_mb"] = sampler.peak_total / 1024 if services else float("nan")
     run.update({f"backlog_rss_{key}_mb": kb / 1024 for key, kb in sampler.peak.items()})
+    run.update(await _busy_backlog(cfg, name, client, comfyui))
     return run, per_job
+
+
+async def _busy_backlog(
+    cfg: Config, name: str, client: PeerClient, comfyui: str
+) -> dict[str, float]:
+    """The busy backlog's figures (NaN for a system it does not run on)."""
+    if name not in BUSY_SYSTEMS:
+        return busy_figures([], {})
+    await asyncio.sleep(0.5)
+    steps = max(1, round(BUSY_JOB_S / cfg.peer_step_delay))
+    timings = await client.run_backlog(BUSY_JOBS, steps)
+    return busy_figures(timings, await _call(comfyui, "GET", "/history"))
 
 
 # --- ComfyUI's side ------------------------------------------------------------------------
@@ -145,7 +170,7 @@ def sequential_figures(
 ) -> dict[str, Any]:
     """Per job (ms): submit → ComfyUI queued the prompt; ComfyUI finished → the client saw it;
     the client's whole wait minus the execution; and the execution itself."""
-    to_prompt, to_client, overhead, executing = [], [], [], []
+    to_prompt, to_client, overhead, executing, progress = [], [], [], [], []
     failed = 0
     for t in timings:
         ran = execution(history, t.prompt_id)
@@ -153,6 +178,8 @@ def sequential_figures(
             failed += 1
             continue
         start, end = ran
+        if t.first_progress is not None:
+            progress.append(1000 * (t.first_progress - start))
         to_prompt.append(1000 * (queued[t.prompt_id][1] - t.submitted))
         to_client.append(1000 * (t.seen_done - end))
         overhead.append(1000 * ((t.seen_done - t.submitted) - (end - start)))
@@ -163,6 +190,7 @@ def sequential_figures(
         ("to_client", to_client),
         ("overhead", overhead),
         ("execution", executing),
+        ("first_progress", progress),
     ):
         out[f"{key}_p50"] = percentile(samples, 50)
         out[f"{key}_p95"] = percentile(samples, 95)
@@ -184,6 +212,21 @@ def backlog_figures(
         "backlog_n": len(runs),
         "backlog_not_done": sum(t.outcome != "done" for t in timings),
         "backlog_s": last_seen - started,
+    }
+
+
+def busy_figures(timings: Sequence[Timing], history: Mapping[str, Any]) -> dict[str, float]:
+    """The share (%) of the backlog's span, from the first execution's start to the last one's
+    end, that ComfyUI spent executing its prompts (one at a time: the spans never overlap)."""
+    runs = sorted(r for r in (execution(history, t.prompt_id) for t in timings) if r is not None)
+    if not runs:
+        return {"busy_pct": math.nan, "busy_n": math.nan, "busy_job_s": math.nan}
+    executing = sum(end - start for start, end in runs)
+    span = runs[-1][1] - runs[0][0]
+    return {
+        "busy_pct": 100 * executing / span if span > 0 else math.nan,
+        "busy_n": len(runs),
+        "busy_job_s": executing / len(runs),
     }
 
 

@@ -159,6 +159,11 @@ def _peer_cell(summary: dict[str, Any] | None, key: str, unit: str, digits: int 
 
 
 def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    _peers_ours(r, lines, verdicts)
+    _peers_v2(r, lines, verdicts)
+
+
+def _peers_ours(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
     direct, prox, ours = r.get("direct"), r.get("proxy"), r.get("formy")
 
     def baselines(text: Any) -> str:
@@ -185,6 +190,12 @@ def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> No
                   baselines(lambda s: _cell(s, "idle_p50", "ms")), ratio("idle_p50"),
                   "≤ direct + 5 ms", _verdict(ok)))  # fmt: skip
     verdicts["peers_gpu_idle_le_direct_plus_5ms"] = ok
+    ok = _check(_med(ours, "busy_pct"), lambda x: x >= 99)
+    lines.append(("", "GPU busy, backlog of 1 s jobs", _peer_cell(ours, "busy_pct", "%", 2),
+                  f"direct {_peer_cell(direct, 'busy_pct', '%', 2)}",
+                  _ratio(_med(ours, "busy_pct"), _med(direct, "busy_pct"), 3, "× direct"),
+                  "≥ 99 %", _verdict(ok)))  # fmt: skip
+    verdicts["peers_gpu_busy_ge_99pct"] = ok
     for key, label, unit in (
         ("cpu_ms", "CPU per job, service processes", "ms"),
         ("idle_rss_mb", "RSS idle", "MB"),
@@ -195,6 +206,36 @@ def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> No
                       baselines(lambda s, k=key, u=unit: _peer_cell(s, k, u)), ratio(key),
                       "≤ 1.5× proxy", _verdict(ok)))  # fmt: skip
         verdicts[f"peers_{key}_le_1_5x_proxy"] = ok
+
+
+def _peers_v2(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    """The same job through our Comfy API v2 routes against comfy-api-proxy's."""
+    v2, prox = r.get("formy_v2"), r.get("proxy")
+    if v2 is None:
+        return
+
+    def ratio(key: str) -> str:
+        return _ratio(_med(v2, key), _med(prox, key), 2, "× proxy")
+
+    lines.append(("v2 API vs proxy", "submit→prompt on ComfyUI p50/p95", _both(v2, "to_prompt"),
+                  "proxy " + _both(prox, "to_prompt"), ratio("to_prompt_p50"), "",
+                  ""))  # fmt: skip
+    lines.append(("", "ComfyUI done→client done p50/p95", _both(v2, "to_client"),
+                  "proxy " + _both(prox, "to_client"), ratio("to_client_p50"), "",
+                  ""))  # fmt: skip
+    for q in ("p50", "p95"):
+        key = f"overhead_{q}"
+        ok = _check(_med(v2, key) - _med(prox, key), lambda x: x < 0)
+        lines.append(("", f"overhead over execution {q}", _cell(v2, key, "ms"),
+                      "proxy " + _cell(prox, key, "ms"), ratio(key), "< proxy",
+                      _verdict(ok)))  # fmt: skip
+        verdicts[f"v2_overhead_{q}_lt_proxy"] = ok
+    lines.append(("", "execution start→first progress p50/p95", _both(v2, "first_progress"),
+                  "proxy " + _both(prox, "first_progress"), ratio("first_progress_p50"), "",
+                  ""))  # fmt: skip
+    lines.append(("", "GPU idle between prompts, backlog p50", _cell(v2, "idle_p50", "ms"),
+                  "proxy " + _cell(prox, "idle_p50", "ms"), ratio("idle_p50"), "",
+                  ""))  # fmt: skip
 
 
 def _trace(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
