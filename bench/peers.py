@@ -175,16 +175,45 @@ class DirectComfy:
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}
 
 
+async def follow_v2_stream(
+    http: aiohttp.ClientSession,
+    url: str,
+    within: float,
+    job_id: str,
+    first_progress: dict[str, float],
+) -> tuple[float, str]:
+    """Read a v2 event stream to its end: the moment its terminal status arrived and that
+    status ("lost" if none came); the first progress frame's moment goes in `first_progress`."""
+    seen, outcome, event = 0.0, "lost", ""
+    async with asyncio.timeout(within), http.get(url) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"GET events: {resp.status} {await resp.text()}")
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                event = line[7:]
+            elif event == "progress" and job_id not in first_progress:
+                first_progress[job_id] = time.time()
+            elif line.startswith("data: ") and event == "status" and not seen:
+                status = json.loads(line[6:]).get("status")
+                if status in TERMINAL:
+                    seen, outcome = time.time(), str(status)
+    return seen, outcome
+
+
 class ApiProxy:
     """comfy-api-proxy's /api/v2: submit, then its SSE stream (its prompt id is the job id)."""
 
     name = "proxy"
 
-    def __init__(self, base: str, steps: int) -> None:
+    def __init__(self, base: str, steps: int, headers: dict[str, str] | None = None) -> None:
         self.base = base
         self.steps = steps
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        self.http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None), headers=headers
+        )
         self.statuses: dict[str, int] = {}
+        #: when the first progress frame of each job arrived (time.time())
         self.first_progress: dict[str, float] = {}
 
     async def open(self) -> None:
@@ -199,23 +228,10 @@ class ApiProxy:
             raise RuntimeError(f"POST /api/v2/jobs: {resp.status} {answer}")
         return str(answer["id"]), submitted
 
-    async def _follow(self, job_id: str) -> tuple[float, str]:
+    async def _follow(self, job_id: str, within: float = WAIT) -> tuple[float, str]:
         """Read the SSE stream to its end; the moment the terminal status arrived."""
         url = f"{self.base}/api/v2/jobs/{job_id}/events"
-        seen, outcome, event = 0.0, "lost", ""
-        async with asyncio.timeout(WAIT), self.http.get(url) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"GET events: {resp.status} {await resp.text()}")
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif event == "progress" and job_id not in self.first_progress:
-                    self.first_progress[job_id] = time.time()
-                elif line.startswith("data: ") and event == "status" and not seen:
-                    status = json.loads(line[6:]).get("status")
-                    if status in TERMINAL:
-                        seen, outcome = time.time(), str(status)
+        seen, outcome = await follow_v2_stream(self.http, url, within, job_id, self.first_progress)
         self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
         return seen, "done" if outcome == "succeeded" else outcome
 

@@ -81,3 +81,15 @@ async def upload_image(session: aiohttp.ClientSession, base: str, image: Image.I
         body: dict[str, Any] = await r.json()
         assert r.status == 201, body
         return str(body["id"])
+
+
+def traced_session() -> tuple[aiohttp.ClientSession, list[str]]:
+    """A session that notes every request it makes, as `METHOD /path`, in the list returned."""
+    requests: list[str] = []
+
+    async def noted(_: Any, __: Any, params: Any) -> None:
+        requests.append(f"{params.method} {params.url.path}")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(noted)
+    return aiohttp.ClientSession(trace_configs=[trace]), requests

@@ -1,4 +1,5 @@
-"""Request bodies: read within FORMY_BODY_TIMEOUT, and JSON parsed within bounds."""
+"""Request bodies: read within FORMY_BODY_TIMEOUT, JSON parsed within bounds, multipart forms
+opened within their limit."""
 
 from __future__ import annotations
 
@@ -6,15 +7,26 @@ import asyncio
 import contextlib
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
-from ..errors import JsonTooDeep, MalformedJson, NumberOutOfRange, RequestTimeout
+from ..errors import (
+    InvalidBody,
+    JsonTooDeep,
+    MalformedJson,
+    MissingFile,
+    NumberOutOfRange,
+    RequestTimeout,
+    UploadTooLarge,
+)
 from .context import SETTINGS
 
 MAX_JSON_DEPTH = 20
+#: what the parts of a form other than its file may add to a body over the file's limit
+FORM_OVERHEAD = 64 * 1024
 #: the largest integer (either sign) a body may hold: every ComfyUI input takes it (a seed
 #: goes up to 2**64 - 1), and refusing longer ones spares converting 4,000-digit numbers
 MAX_JSON_INT = 2**64 - 1
@@ -91,3 +103,27 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend((v, level + 1) for v in item)
     return deepest
+
+
+async def multipart_of(request: web.Request, limit: int, what: str) -> MultipartReader:
+    """The form's parts, to be read inside `malformed_forms`; a body declared over `limit`
+    (its file's) is refused before any of it is read, and so is one that is not a form."""
+    if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
+        raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
+    if not request.content_type.startswith("multipart/"):
+        raise MissingFile(f"send multipart/form-data with {what} in a part named `file`")
+    try:
+        return await request.multipart()
+    except ValueError:  # no boundary in the Content-Type: there are no parts to read
+        raise MissingFile("the multipart/form-data Content-Type names no boundary") from None
+
+
+@contextlib.contextmanager
+def malformed_forms() -> Iterator[None]:
+    """A form whose parts cannot be read is a 400 that says so, not a 500."""
+    try:
+        yield
+    except BadHttpMessage as exc:  # a part's headers that are not HTTP headers
+        raise InvalidBody(f"the multipart body is malformed: {exc.message}") from None
+    except ValueError as exc:  # no boundary where one belongs, or the body ends too soon
+        raise InvalidBody(f"the multipart body is malformed: {exc}") from None

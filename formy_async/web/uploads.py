@@ -6,13 +6,12 @@ import hashlib
 import uuid
 
 from aiohttp import BodyPartReader, MultipartReader, web
-from aiohttp.http_exceptions import BadHttpMessage
 
-from ..errors import EmptyUpload, InvalidBody, MissingFile, UploadNotFound, UploadTooLarge
+from ..errors import EmptyUpload, MissingFile, UploadNotFound, UploadTooLarge
 from ..images import CheckedImage, check_upload
 from ..models import Upload
 from ..storage import input_key
-from .bodies import body_deadline
+from .bodies import body_deadline, malformed_forms, multipart_of
 from .context import SETTINGS, STORAGE, UPLOADS
 from .security import caller, may_see, signer
 
@@ -23,18 +22,9 @@ _CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"
 
 async def _read_file_part(request: web.Request, limit: int) -> bytes:
     """The bytes of the multipart field `file`, read in chunks and never more than `limit`."""
-    if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
-    if not request.content_type.startswith("multipart/"):
-        raise MissingFile("send multipart/form-data with the image in a field named `file`")
-    try:
-        reader = await request.multipart()
-    except ValueError:  # no boundary in the Content-Type: there are no parts to read
-        raise MissingFile("the multipart/form-data Content-Type names no boundary") from None
-    try:
+    reader = await multipart_of(request, limit, "the image")
+    with malformed_forms():
         return await _file_part(reader, limit)
-    except BadHttpMessage as exc:  # a part's headers that are not HTTP headers
-        raise InvalidBody(f"the multipart body is malformed: {exc.message}") from None
 
 
 async def _file_part(reader: MultipartReader, limit: int) -> bytes:

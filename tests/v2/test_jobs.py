@@ -30,6 +30,16 @@ async def _submit(http: aiohttp.ClientSession, base: str, **body: Any) -> dict[s
         return answer
 
 
+async def _until(http: aiohttp.ClientSession, url: str, status: str) -> dict[str, Any]:
+    """The v2 job at `url` once it has `status`."""
+
+    async def reached() -> bool:
+        return bool((await get_json(http, url))[1]["status"] == status)
+
+    await wait_until(reached, timeout=30)
+    return dict((await get_json(http, url))[1])
+
+
 async def _stream(
     http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None
 ) -> list[tuple[str | None, str, dict[str, Any]]]:
@@ -56,13 +66,7 @@ async def test_a_finished_v2_job_shows_succeeded_outputs_as_assets_and_its_metri
     async with api_session(GRAPHS_TOKEN) as http:
         job = await _submit(http, stack.url)
         assert (job["status"], job["queue_position"], job["outputs"]) == ("queued", None, [])
-        url = f"{stack.url}/api/v2/jobs/{job['id']}"
-
-        async def succeeded() -> bool:
-            return (await get_json(http, url))[1]["status"] == "succeeded"
-
-        await wait_until(succeeded, timeout=30)
-        _, done = await get_json(http, url)
+        done = await _until(http, f"{stack.url}/api/v2/jobs/{job['id']}", "succeeded")
     [output] = done["outputs"]
     assert (output["node_id"], output["type"], output["job_id"]) == ("9", "image", job["id"])
     assert output["url"].startswith(stack.url + f"/api/v2/assets/{output['id']}/content?")
@@ -119,19 +123,11 @@ async def test_a_running_job_is_canceling_until_its_worker_stops_it(slow_stack: 
         async with http.post(f"{slow_stack.url}/api/v2/jobs", json={"workflow": graph}) as resp:
             job = await resp.json()
         url = f"{slow_stack.url}/api/v2/jobs/{job['id']}"
-
-        async def running() -> bool:
-            return (await get_json(http, url))[1]["status"] == "running"
-
-        await wait_until(running, timeout=30)
+        await _until(http, url, "running")
         async with http.post(url + "/cancel") as resp:
             asked = await resp.json()
         assert (resp.status, asked["status"]) == (200, "canceling")
-
-        async def canceled() -> bool:
-            return (await get_json(http, url))[1]["status"] == "canceled"
-
-        await wait_until(canceled, timeout=30)
+        await _until(http, url, "canceled")
         async with http.post(url + "/cancel") as resp:  # idempotent, and it stays canceled
             assert (resp.status, (await resp.json())["status"]) == (200, "canceled")
 
@@ -212,13 +208,7 @@ async def test_extra_data_reaches_comfyui_with_the_prompt_and_is_never_shown(
     extra = {"api_key_comfy_org": "partner-key", "note": "from v2"}
     async with api_session(GRAPHS_TOKEN) as http:
         job = await _submit(http, stack.url, extra_data=extra)
-        url = f"{stack.url}/api/v2/jobs/{job['id']}"
-
-        async def succeeded() -> bool:
-            return (await get_json(http, url))[1]["status"] == "succeeded"
-
-        await wait_until(succeeded, timeout=30)
-        _, shown = await get_json(http, url)
+        shown = await _until(http, f"{stack.url}/api/v2/jobs/{job['id']}", "succeeded")
         _, ours = await get_json(http, f"{stack.url}/api/jobs/{job['id']}")
     assert "partner-key" not in json.dumps(shown) + json.dumps(ours)
     comfyui = str(stack.settings.comfyui_url).rstrip("/")

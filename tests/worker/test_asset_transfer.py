@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import pytest
 from blake3 import blake3
 from fakeredis import FakeAsyncRedis
@@ -22,19 +21,15 @@ from formy_async.storage import LocalStorage, asset_key
 from formy_async.store.assets import AssetStore
 from formy_async.worker.transfer import upload_assets
 
+from ..helpers import traced_session
+
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[SimpleNamespace]:
-    requests: list[str] = []
-
-    async def noted(_: Any, __: Any, params: Any) -> None:
-        requests.append(f"{params.method} {params.url.path}")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(noted)
+    http, requests = traced_session()
     async with (
         run_simulator(SimulatorConfig()) as url,
-        aiohttp.ClientSession(trace_configs=[trace]) as http,
+        http,
     ):
         yield SimpleNamespace(
             comfy=ComfyClient(url, http),

@@ -8,7 +8,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import pytest
 
 from formy_async.comfy.client import ComfyClient, new_prompt_id
@@ -19,19 +18,15 @@ from formy_async.storage import LocalStorage
 from formy_async.worker.transfer import Prefetch, collect_outputs
 from formy_async.workflows import raw_workflow
 
+from ..helpers import traced_session
+
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[SimpleNamespace]:
-    requests: list[str] = []
-
-    async def noted(_: Any, __: Any, params: Any) -> None:
-        requests.append(f"{params.method} {params.url.path}")
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_start.append(noted)
+    http, requests = traced_session()
     async with (
         run_simulator(SimulatorConfig(step_delay=0.001)) as url,
-        aiohttp.ClientSession(trace_configs=[trace]) as http,
+        http,
     ):
         yield SimpleNamespace(comfy=ComfyClient(url, http), requests=requests, tmp=tmp_path)
 

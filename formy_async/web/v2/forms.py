@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, MultipartReader, hdrs, web
-from aiohttp.http_exceptions import BadHttpMessage
 from blake3 import blake3
 
 from ...errors import BadRequest, EmptyUpload, InvalidBody, MissingFile, UploadTooLarge
+from ..bodies import malformed_forms, multipart_of
 
 HASH = re.compile(r"^blake3:[0-9a-f]{64}$")
 #: `type/subtype`, then parameters of printable characters (no line breaks in a header)
@@ -19,7 +19,6 @@ _DEFAULT_TYPE = "application/octet-stream"
 FILE_PATH_MAX = 1024
 _FIELD_MAX = 4096  # bytes of one text part
 _PARTS_MAX = 64  # tags come one part each
-_FORM_OVERHEAD = 64 * 1024  # what the parts other than the file may add to a body
 _CHUNK = 64 * 1024
 
 
@@ -43,20 +42,9 @@ def checked_hash(value: str, where: str, error: type[BadRequest] = InvalidBody) 
 
 
 async def read_form(request: web.Request, limit: int) -> UploadForm:
-    if request.content_length is not None and request.content_length > limit + _FORM_OVERHEAD:
-        raise UploadTooLarge(f"the upload is over the limit of {limit} bytes")
-    if not request.content_type.startswith("multipart/"):
-        raise MissingFile("send multipart/form-data with the bytes in a part named `file`")
-    try:
-        reader = await request.multipart()
-    except ValueError:  # no boundary in the Content-Type: there are no parts to read
-        raise MissingFile("the multipart/form-data Content-Type names no boundary") from None
-    try:
+    reader = await multipart_of(request, limit, "the bytes")
+    with malformed_forms():
         return await _parts(reader, limit)
-    except BadHttpMessage as exc:  # a part's headers that are not HTTP headers
-        raise InvalidBody(f"the multipart body is malformed: {exc.message}") from None
-    except ValueError as exc:  # no boundary where one belongs, or the body ends too soon
-        raise InvalidBody(f"the multipart body is malformed: {exc}") from None
 
 
 async def _parts(reader: MultipartReader, limit: int) -> UploadForm:
