@@ -84,10 +84,13 @@ class BackendPool:
         those labelled with its model, then the least busy. None while every backend is down,
         or while a busy warm one is expected to be free sooner than a cold one could load the
         models."""
-        load = dict(zip(self.urls, await self.slots.load(self.specs), strict=True))
+        loads, warmths = await asyncio.gather(  # two reads at once: one round trip's wait
+            self.slots.load(self.specs), self.warmth.of(self.urls)
+        )
+        load = dict(zip(self.urls, loads, strict=True))
         used = {url: taken for url, (taken, _) in load.items()}
         up = [s for s in self.specs if not load[s.url][1]]
-        warm = dict(zip(self.urls, await self.warmth.of(self.urls), strict=True))
+        warm = dict(zip(self.urls, warmths, strict=True))
         model = str(job.params.get("model") or "")
         ranked = sorted(
             up,
@@ -110,14 +113,10 @@ class BackendPool:
             return []  # the free ones are warm for others: leave them to those
         return ranked
 
-    def _spoken_for(
-        self, job_id: str, models: frozenset[str], warm: dict[str, Warm]
-    ) -> set[str]:
+    def _spoken_for(self, job_id: str, models: frozenset[str], warm: dict[str, Warm]) -> set[str]:
         """Backends holding the models some other job of this process waits for (not ours)."""
         others = {w.models for j, w in self._waiting.items() if j != job_id and w.models}
-        return {
-            url for url, w in warm.items() if any(m != models and w.holds(m) for m in others)
-        }
+        return {url for url, w in warm.items() if any(m != models and w.holds(m) for m in others)}
 
     def _starving(self, job_id: str, warm: dict[str, Warm]) -> bool:
         """Whether the job has waited long enough to take a backend from jobs warm there:
