@@ -16,7 +16,7 @@ from formy_async.models import Job, Submitted
 from formy_async.store.jobs import JobStore
 
 from . import procs
-from .clients import BENCH_USER, Subscribers, poll_jobs, submit_jobs
+from .clients import BENCH_USER, Subscribers, measuring, poll_jobs, submit_jobs
 from .config import Config
 from .measure import fetch_sends, join_emitter, staleness, stamped_latencies
 from .stats import field_over_runs, latency
@@ -31,7 +31,7 @@ async def flush(cfg: Config) -> None:
 async def wait_done(subs: Subscribers, wanted: int, within: float) -> None:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if sum('"type":"done"' in raw for _, _, raw in subs.records) >= wanted:
+        if subs.done_events() >= wanted:
             return
         await asyncio.sleep(0.1)
 
@@ -86,12 +86,13 @@ async def _relay_ours_once(
     assignment = [[jobs[i // per]] for i in range(len(jobs) * per)]
     await subs.subscribe(assignment)
     cpu = procs.CpuMeter({"web": web.pid, "worker": worker.pid, "redis": procs.redis_pid()})
-    cpu.start()
     run_time = cfg.relay_start + cfg.relay_steps * cfg.relay_delay
-    polls_task = asyncio.create_task(poll_jobs(base, jobs, 1.0, run_time + 10))
-    await wait_done(subs, len(assignment), run_time + 15)
-    cpu_pct = cpu.stop()
-    polls = await polls_task
+    with measuring():  # the first step comes relay_start seconds after the submission
+        cpu.start()
+        polls_task = asyncio.create_task(poll_jobs(base, jobs, 1.0, run_time + 10))
+        await wait_done(subs, len(assignment), run_time + 15)
+        cpu_pct = cpu.stop()
+        polls = await polls_task
     await subs.unsubscribe(assignment)
     joined = join_emitter(subs.take(), await fetch_sends(emitter_url))
     lat = latency(joined.send_to_browser)
@@ -127,10 +128,11 @@ async def _relay_bare(cfg: Config) -> dict[str, Any]:
                 await subs.subscribe(assignment)
                 rate = cfg.relay_jobs / cfg.relay_delay
                 cpu = procs.CpuMeter({"relay": relay.pid, "redis": procs.redis_pid()})
-                cpu.start()
-                await publish(cfg, "raw", jobs, rate, cfg.relay_steps * cfg.relay_delay)
-                await asyncio.sleep(0.5)
-                cpu_pct = cpu.stop()
+                with measuring():
+                    cpu.start()
+                    await publish(cfg, "raw", jobs, rate, cfg.relay_steps * cfg.relay_delay)
+                    await asyncio.sleep(0.5)
+                    cpu_pct = cpu.stop()
                 await subs.unsubscribe(assignment)
                 lat = latency(stamped_latencies(subs.take()))
                 runs.append({"p50": lat["p50"], "p99": lat["p99"], "n": lat["n"], "cpu": cpu_pct})
@@ -200,15 +202,16 @@ async def _concurrency_once(
     assignment = [[job_id] for job_id in jobs]
     await subs.subscribe(assignment)
     cpu = procs.CpuMeter({"worker": worker.pid})
-    cpu.start()
     peak = 0
     deadline = time.monotonic() + 1.5 + cfg.session_steps * cfg.session_delay + 20
-    while time.monotonic() < deadline:
-        peak = max(peak, worker.rss_kb())
-        if sum('"type":"done"' in raw for _, _, raw in subs.records) >= n:
-            break
-        await asyncio.sleep(0.2)
-    cpu_pct = cpu.stop()
+    with measuring():  # the first step comes 1.5 s after the submission
+        cpu.start()
+        while time.monotonic() < deadline:
+            peak = max(peak, worker.rss_kb())
+            if subs.done_events() >= n:
+                break
+            await asyncio.sleep(0.2)
+        cpu_pct = cpu.stop()
     await subs.unsubscribe(assignment)
     joined = join_emitter(subs.take(), await fetch_sends(emitter_url))
     lat = latency(joined.send_to_browser)
@@ -279,8 +282,9 @@ async def _wscap_measure(
         connect_s = time.monotonic() - t0
         subs.take()  # replayed `submitted` events
         for _ in range(cfg.reps):
-            await publish(cfg, mode, jobs, cfg.ws_rate, cfg.ws_duration)
-            await asyncio.sleep(0.5)
+            with measuring():
+                await publish(cfg, mode, jobs, cfg.ws_rate, cfg.ws_duration)
+                await asyncio.sleep(0.5)
             lat = latency(stamped_latencies(subs.take()))
             rss = server.rss_kb()
             runs.append(
