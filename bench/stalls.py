@@ -160,25 +160,13 @@ def _short(filename: str) -> str:
     return filename
 
 
-def install(path: str, freeze_after: float | None = None) -> StallMonitor:
-    """Start timing collections now, and watch the loop as soon as one runs.
-
-    `freeze_after` (the experiment `$FORMY_BENCH_GC_FREEZE`, seconds): that long after the loop
-    starts, once start-up is over, collect once and `gc.freeze()` what is left, so that later
-    collections no longer walk the start-up heap (imports, schemas, settings, catalogue).
-    """
+def install(path: str) -> StallMonitor:
+    """Start timing collections now, and watch the loop as soon as one runs."""
     monitor = StallMonitor(open(path, "a", buffering=1))  # noqa: SIM115 (open for the process)
     gc.callbacks.append(monitor.on_gc)
     run_forever = asyncio.BaseEventLoop.run_forever
 
-    def freeze() -> None:
-        gc.collect()
-        gc.freeze()
-        monitor.write({"frozen_objects": gc.get_freeze_count(), "t": time.time()})
-
     def watched(self: asyncio.BaseEventLoop) -> None:
-        if monitor.loop is None and freeze_after is not None:
-            self.call_later(freeze_after, freeze)
         monitor.attach(self)
         run_forever(self)
 

@@ -240,8 +240,7 @@ def main() -> None:
     if role not in ("worker", "web"):
         sys.exit("usage: python -m bench.traced worker|web")
     if os.environ.get(STALLS_ENV):
-        freeze = os.environ.get("FORMY_BENCH_GC_FREEZE")
-        stalls.install(os.environ[STALLS_ENV], float(freeze) if freeze else None)
+        stalls.install(os.environ[STALLS_ENV])
     if os.environ.get(TRACE_ENV):
         recorder = Recorder(os.environ[TRACE_ENV])
         recorder.note(role=role, pid=os.getpid())

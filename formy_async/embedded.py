@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from .auth import mint_token
 from .cli import LISTEN_ERRNOS, listen_problem
+from .heap import freeze_startup_heap
 from .models import without_credentials
 from .settings import Settings
 from .simulator import SimulatorConfig, run_simulator
@@ -130,6 +131,7 @@ async def serve(settings: Settings) -> None:
                 + (" (simulator)" if settings.uses_embedded_comfyui() else ""),
             )
             print(ready_text(stack, secret_generated=not settings.secret_key), flush=True)
+            freeze_startup_heap()
             await stop.wait()
             log.info("stack_stopping")
     except OSError as exc:

@@ -12,6 +12,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from ..errors import RequestTimeout
+from ..heap import freeze_startup_heap
 from ..settings import Settings
 
 #: seconds an idle kept-alive connection stays open: what `web.run_app` uses (server.py ran on
@@ -151,9 +152,13 @@ def app_runner(app: web.Application, settings: Settings, **kwargs: Any) -> Guard
 
 
 async def serve_app(app: web.Application, settings: Settings, *, shutdown_timeout: float) -> None:
-    """Serve `app` on the settings' host and port until SIGINT or SIGTERM, then stop it cleanly."""
+    """Serve `app` on the settings' host and port until SIGINT or SIGTERM, then stop it cleanly.
+
+    Once it is set up, what start-up made is left out of later collections (`freeze_startup_heap`).
+    """
     runner = app_runner(app, settings, shutdown_timeout=shutdown_timeout)
     await runner.setup()
+    freeze_startup_heap()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
         stop = asyncio.Event()
