@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .app import create_app, run_simulator, serve
+from .app import create_app, run_simulator, serve, serve_app
 from .config import SimulatorConfig
+from .state import SIMULATOR, Simulator
 
-__all__ = ["SimulatorConfig", "create_app", "run_simulator", "serve"]
+__all__ = [
+    "SIMULATOR",
+    "Simulator",
+    "SimulatorConfig",
+    "create_app",
+    "run_simulator",
+    "serve",
+    "serve_app",
+]

@@ -139,7 +139,17 @@ async def run_simulator(
     config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Start on a free port (port 0 = pick one), yield the base URL, stop cleanly after."""
-    runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=2.0)
+    async with serve_app(create_app(config), host, port) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def serve_app(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve an app made by `create_app` as `run_simulator` does: a test that holds the app can
+    look at its state (`app[SIMULATOR]`) while it runs."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -41,6 +41,9 @@ class PromptQueue:
         self.running: QueueItem | None = None
         self.history: dict[str, JsonDict] = {}
         self.number = 0
+        #: the id of every prompt queued, in order, a resubmitted one again: what a test reads
+        #: to see how often a graph was sent to run (ComfyUI keeps no such list)
+        self.submitted: list[str] = []
 
     def next_number(self, number: Any, front: Any) -> float:
         """Priority the way POST /prompt computes it; only counter-based numbers advance it."""
@@ -51,6 +54,7 @@ class PromptQueue:
         return value
 
     def put(self, item: QueueItem) -> None:
+        self.submitted.append(item.prompt_id)
         heapq.heappush(self._heap, (item.number, item.prompt_id, next(self._tie), item))
         self._wakeup.set()
         self._on_change()
