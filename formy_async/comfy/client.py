@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -272,9 +273,10 @@ class ComfyClient:
                 delay = min(delay * 2, 5)
         raise AssertionError("unreachable")
 
-    async def open_socket(self) -> PromptSocket:
-        """A WebSocket of a client id of its own, for one prompt (see `run`)."""
-        client_id = uuid.uuid4().hex
+    async def open_socket(self, client_id: str | None = None) -> PromptSocket:
+        """A WebSocket of a client id of its own, for one prompt (see `run`); or of the
+        `client_id` a prompt was queued with, to follow it again (see `follow`)."""
+        client_id = client_id or uuid.uuid4().hex
         return PromptSocket(client_id, await self._connect(client_id))
 
     async def run(
@@ -283,20 +285,37 @@ class ComfyClient:
         prompt_id: str,
         socket: PromptSocket | None = None,
         extra_data: dict[str, Any] | None = None,
-    ) -> AsyncIterator[ComfyMessage]:
+    ) -> AsyncGenerator[ComfyMessage, None]:
         """Queue the graph and yield this prompt's messages until ComfyUI is done with it.
 
         The socket opens before the prompt is queued so that nothing is missed (`socket`, when
-        it was opened ahead, while the inputs were uploaded); when it drops, it reconnects and
-        asks ComfyUI whether the prompt finished meanwhile. The socket is closed at the end.
+        it was opened ahead, while the inputs were uploaded); see `follow`, which closes it.
         Read the outcome with `result()` afterwards.
         """
         socket = socket if socket is not None else await self.open_socket()
-        client_id, ws = socket.client_id, socket.ws
         try:
             await self.queue_prompt(
-                graph, client_id=client_id, prompt_id=prompt_id, extra_data=extra_data
+                graph, client_id=socket.client_id, prompt_id=prompt_id, extra_data=extra_data
             )
+        except BaseException:
+            await socket.aclose()
+            raise
+        async with contextlib.aclosing(self.follow(prompt_id, socket)) as messages:
+            async for message in messages:
+                yield message
+
+    async def follow(
+        self, prompt_id: str, socket: PromptSocket
+    ) -> AsyncGenerator[ComfyMessage, None]:
+        """Yield the messages of a prompt already queued until ComfyUI is done with it.
+
+        ComfyUI sends them to the socket of the client id the prompt was queued with, whichever
+        socket that is now: a new one of that id gets the rest (none it missed). When it drops,
+        it reconnects and asks ComfyUI whether the prompt finished meanwhile. The socket is
+        closed at the end.
+        """
+        client_id, ws = socket.client_id, socket.ws
+        try:
             while True:
                 try:
                     frame = await ws.receive(timeout=self.idle_check)
@@ -324,7 +343,7 @@ class ComfyClient:
 
     async def _finished(self, prompt_id: str) -> bool:
         """True when history has the prompt; raises when ComfyUI no longer knows it at all."""
-        state = await self._state(prompt_id)
+        state = await self.state(prompt_id)
         if state is None:
             raise ComfyUnavailable(
                 f"prompt {prompt_id} vanished from ComfyUI (deleted or restarted)"
@@ -334,9 +353,9 @@ class ComfyClient:
     async def knows(self, prompt_id: str) -> bool:
         """Whether the server has the prompt, pending, running or finished (a restarted one
         knows none of its earlier prompts)."""
-        return await self._state(prompt_id) is not None
+        return await self.state(prompt_id) is not None
 
-    async def _state(self, prompt_id: str) -> Literal["queued", "finished"] | None:
+    async def state(self, prompt_id: str) -> Literal["queued", "finished"] | None:
         """Where the prompt is on the server: queued (pending or running), finished, or
         unknown to it (None)."""
         if (await self.info()).jobs_api:
