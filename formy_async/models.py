@@ -110,6 +110,11 @@ class Job(BaseModel):
     finished_at: float | None = None
     prompt_id: str | None = None
     backend: str | None = Field(None, description="the ComfyUI server it runs on")
+    client_id: str | None = Field(
+        None,
+        description="the WebSocket client id its prompt was queued with (ComfyUI sends the "
+        "prompt's progress to that id only); null once the attempt stopped its prompt itself",
+    )
     time_limit: float | None = None
     priority: Literal["high", "normal", "low"] = "normal"
     attempt: int = 0
@@ -358,6 +363,11 @@ class Submitted(_Event):
 class Started(_Event):
     type: Literal["started"] = "started"
     prompt_id: str
+    resumed: bool = Field(
+        False,
+        description="the prompt was already on ComfyUI, queued by an attempt whose worker was "
+        "lost: this attempt follows it (or collects what it made), it does not run it again",
+    )
 
 
 class Progress(_Event):

@@ -38,12 +38,18 @@ class Lifecycle:
     async def _record(self, job: Job, event: Event, deadline: float | None = None) -> bool:
         return await self.store.append(job, event, deadline=deadline) > 0
 
-    async def start(self, job: Job, prompt_id: str) -> bool:
-        """A new attempt queued its prompt on ComfyUI; it lists its own outputs only."""
+    async def start(
+        self, job: Job, prompt_id: str, *, client_id: str | None = None, resumed: bool = False
+    ) -> bool:
+        """A new attempt queued its prompt on ComfyUI (with the WebSocket `client_id` that
+        gets its messages), or `resumed` the one a lost attempt queued; it lists its own
+        outputs only."""
         job.status, job.started_at, job.prompt_id = "processing", now(), prompt_id
+        job.client_id = client_id
         job.outputs = []
         job.queue_position = job.eta_seconds = None
-        return await self._record(job, Started(job_id=job.id, prompt_id=prompt_id))
+        event = Started(job_id=job.id, prompt_id=prompt_id, resumed=resumed)
+        return await self._record(job, event)
 
     async def queued(self, job: Job, seq: int, position: int, eta: float | None) -> bool:
         """The pending job's place in line moved; not written if any event came after the

@@ -164,11 +164,15 @@ class BackendPool:
         give_up: asyncio.Event,
         models: frozenset[str] = frozenset(),
         fair: float | None = None,
+        *,
+        backend: str | None = None,
     ) -> AsyncIterator[BackendSpec | None]:
         """Wait for a slot (None if `give_up` is set first), on a backend that suits the job's
         `models`, in its turn (`fair`: its place in the fair line, see RunQueue.fair_place);
-        hold it while the block runs."""
-        spec = await self._wait_for_slot(job, give_up, models, fair)
+        hold it while the block runs. With `backend` (a url), on that one only: the job's
+        prompt is on it already."""
+        specs = [s for s in self.specs if s.url == backend] if backend is not None else None
+        spec = await self._wait_for_slot(job, give_up, models, fair, specs)
         try:
             yield spec
         finally:
@@ -193,14 +197,21 @@ class BackendPool:
                 waiter.woken.set()
 
     async def _wait_for_slot(
-        self, job: Job, give_up: asyncio.Event, models: frozenset[str], fair: float | None
+        self,
+        job: Job,
+        give_up: asyncio.Event,
+        models: frozenset[str],
+        fair: float | None,
+        only: list[BackendSpec] | None = None,
     ) -> BackendSpec | None:
         order = line_order(job) if fair is None else fair
         waiter = self._waiting[job.id] = _Waiter(order, models, fair)
         woken = waiter.woken
         try:
             while not give_up.is_set():
-                spec = await self.try_acquire(job, models)
+                spec = await (
+                    self.try_acquire(job, models) if only is None else self._acquire_on(job, only)
+                )
                 if spec is not None:
                     return spec
                 woken.clear()
@@ -209,6 +220,15 @@ class BackendPool:
         finally:
             del self._waiting[job.id]
             self.slot_freed()  # there may be more free slots, or the next in line now leads
+
+    async def _acquire_on(self, job: Job, specs: list[BackendSpec]) -> BackendSpec | None:
+        """A slot on one of `specs`, in the job's turn, routing aside."""
+        waiter = self._waiting[job.id]
+        granted = await self.slots.acquire(job.id, waiter.order, specs)
+        if granted is None:
+            return None
+        self.held[job.id] = specs[granted].url
+        return specs[granted]
 
     # --- health -------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@ arq claims a job with a key that lives for the longest job timeout (minutes) and
 refreshed, so a worker killed mid-job would leave its job stuck that long. Here each running
 job has a lease of a few seconds that its worker keeps fresh; a job that is not final, has no
 lease and no live claim is put back in the queue by whichever worker sweeps first.
+
+The prompt of a lost job lives on in ComfyUI, which runs it to its end whoever listens: the
+job's next attempt takes it over (see `resumable`) rather than run the graph a second time.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import structlog
 from redis.exceptions import RedisError
 
-from ..errors import WorkerLost
+from ..comfy.client import ComfyClient
+from ..comfy.messages import HistoryEntry
+from ..errors import ComfyError, WorkerLost
 from ..models import Job
 from ..store.jobs import JobStore
 from ..store.leases import Heartbeat, Leases
@@ -24,6 +29,10 @@ from ..store.lifecycle import Lifecycle
 from ..store.queue import RunQueue
 
 log = structlog.get_logger()
+
+#: how long the next attempt waits for the backend to say whether it still has the prompt of
+#: an attempt whose worker was lost (no answer: it runs anew)
+RESUME_LOOKUP_TIMEOUT = 5.0
 
 
 class Recovery:
@@ -125,3 +134,28 @@ class Recovery:
                 lost=True,
             )
         log.warning("job_recovered", job_id=job.id, status=job.status)
+
+
+async def resumable(clients: Mapping[str, ComfyClient], job: Job) -> str | None:
+    """The backend (of `clients`, by url) still holding the prompt of the job's last attempt,
+    queued, running or finished, when that attempt did not stop it itself (its worker was lost,
+    say): the next attempt takes it over. None: the job runs anew (the backend restarted, is
+    down, or is no longer one of ours)."""
+    url, prompt_id = job.backend, job.prompt_id
+    if url is None or url not in clients or not prompt_id or not job.client_id:
+        return None
+    try:
+        async with asyncio.timeout(RESUME_LOOKUP_TIMEOUT):
+            known = await clients[url].knows(prompt_id)
+    except (ComfyError, TimeoutError) as exc:
+        log.info("job_prompt_lookup_failed", job_id=job.id, prompt_id=prompt_id, error=str(exc))
+        return None
+    return url if known else None
+
+
+def succeeded(entry: HistoryEntry | None) -> bool:
+    """Whether a finished prompt's history says it succeeded (what `ComfyClient.result` takes)."""
+    if entry is None:
+        return False
+    last = entry.status.last("execution_success", "execution_error", "execution_interrupted")
+    return last is None or last[0] == "execution_success"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -15,6 +17,7 @@ from ..auth import sign_url
 from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
 from ..comfy.loaders import loader_models
 from ..comfy.messages import (
+    ComfyMessage,
     Executed,
     Executing,
     ExecutionCached,
@@ -40,6 +43,7 @@ from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
 from .metering import Meter
 from .progress import ProgressTracker
+from .recovery import resumable, succeeded
 from .timing import RunTimes
 from .transfer import Prefetch, collect_outputs, collect_texts, upload_assets, upload_inputs
 
@@ -48,6 +52,17 @@ log = structlog.get_logger()
 
 class JobFinalised(Exception):
     """The job reached a final state elsewhere (cancelled, or finished by another attempt)."""
+
+
+@dataclass
+class QueuedPrompt:
+    """The attempt's prompt on ComfyUI: its graph, its id, and its messages to follow on the
+    socket they come on (None when it had finished already)."""
+
+    graph: dict[str, Any]
+    prompt_id: str
+    messages: AsyncGenerator[ComfyMessage, None] | None = None
+    socket: PromptSocket | None = None
 
 
 class JobRun:
@@ -60,11 +75,14 @@ class JobRun:
         workflow: Workflow,
         comfy: ComfyClient,
         backend: str | None = None,
+        *,
+        resuming: bool = False,
     ) -> None:
         self.wc = wc
         self.comfy = comfy
         self.job = job
         self.backend = backend  # its label: no credentials
+        self.resuming = resuming  # the job's prompt may still be on ComfyUI: see `resume`
         self.meter = Meter()
         job.metrics = None  # this attempt's, once it runs
         self.workflow = workflow
@@ -124,6 +142,7 @@ class JobRun:
         if self.job.prompt_id:
             with contextlib.suppress(ComfyError):
                 await self.comfy.cancel(self.job.prompt_id)
+        self.job.client_id = None  # stopped here: not a prompt for the next attempt to resume
 
     def measure(self, entry: HistoryEntry | None) -> None:
         """Put what the attempt used on the job, from the prompt's history where there is one,
@@ -151,6 +170,42 @@ class JobRun:
     # --- the steps ----------------------------------------------------------------------------
 
     async def execute(self) -> None:
+        queued = await self.resume() if self.resuming else None
+        if queued is None:
+            queued = await self.queue()
+        graph, prompt_id = queued.graph, queued.prompt_id
+        backend = self.job.backend or ""
+        times = self.meter.times = RunTimes(graph)
+        prefetch = Prefetch(self.comfy, self.workflow)
+        try:
+            await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
+            if queued.messages is not None:
+                await self.follow(graph, queued.messages, times, prefetch)
+            entry, _ = await asyncio.gather(  # its timings are learned while history is read
+                self.outcome(prompt_id),
+                self.wc.pool.measured(backend, switch=times.switch, run=times.run),
+            )
+            shown = []
+            outputs = collect_outputs(prefetch, self.wc.storage, entry, self.workflow, self.job)
+            async for output in outputs:
+                signed = self.signed(output)
+                recorded = await self.wc.lifecycle.output(self.job, output, shown=signed)
+                self.recorded(recorded, self.job)
+                shown.append(signed)
+        finally:
+            await prefetch.aclose()
+            if queued.socket is not None:  # closed already, unless this ended before `follow`
+                await queued.socket.aclose()
+        texts = collect_texts(entry, self.workflow)
+        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown, texts=texts), self.job)
+        self.log.info(
+            "job_done",
+            outputs=len(self.job.outputs),
+            seconds=round((self.job.finished_at or 0) - (self.job.started_at or 0), 3),
+        )
+
+    async def queue(self) -> QueuedPrompt:
+        """Upload the inputs, render the graph and queue it on ComfyUI as a new prompt."""
         # the socket opens while the inputs go up: its handshake is off the critical path
         opening = asyncio.ensure_future(self.comfy.open_socket())
         try:
@@ -167,66 +222,83 @@ class JobRun:
             if assets:
                 graph = with_files(graph, assets)
             prompt_id = new_prompt_id()
-            self.recorded(await self.wc.lifecycle.start(self.job, prompt_id), self.job)
+            started = await self.wc.lifecycle.start(self.job, prompt_id, client_id=socket.client_id)
+            self.recorded(started, self.job)
         except BaseException:
             await socket.aclose()
             raise
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
-        backend = self.job.backend or ""
-        await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
-        times = self.meter.times = RunTimes(graph)
-        prefetch = Prefetch(self.comfy, self.workflow)
+        messages = self.comfy.run(graph, prompt_id, socket, self.job.extra_data)
+        return QueuedPrompt(graph, prompt_id, messages, socket)
+
+    async def resume(self) -> QueuedPrompt | None:
+        """Take over the prompt an attempt whose worker was lost left on ComfyUI: follow it while
+        it is queued or running, collect it when it succeeded meanwhile. None when there is
+        nothing to take over (ComfyUI restarted, or the prompt failed or was interrupted): the
+        job runs anew."""
+        prompt_id, client_id = self.job.prompt_id or "", self.job.client_id or ""
+        # ComfyUI sends the prompt's messages to whichever socket has its client id now: this
+        # one opens before ComfyUI is asked, so that nothing after the answer is missed
+        socket = await self.comfy.open_socket(client_id)
         try:
-            await self.follow(graph, prompt_id, socket, times, prefetch)  # it closes the socket
-            entry, _ = await asyncio.gather(  # its timings are learned while history is read
-                self.outcome(prompt_id),
-                self.wc.pool.measured(backend, switch=times.switch, run=times.run),
+            state = await self.comfy.state(prompt_id)
+            if state == "finished" and not succeeded(await self.comfy.history(prompt_id)):
+                state = None
+            if state != "queued":
+                await socket.aclose()
+            if state is None:
+                self.log.info("job_prompt_not_resumed", prompt_id=prompt_id)
+                return None
+            started = await self.wc.lifecycle.start(
+                self.job, prompt_id, client_id=client_id, resumed=True
             )
-            shown = []
-            outputs = collect_outputs(prefetch, self.wc.storage, entry, self.workflow, self.job)
-            async for output in outputs:
-                signed = self.signed(output)
-                recorded = await self.wc.lifecycle.output(self.job, output, shown=signed)
-                self.recorded(recorded, self.job)
-                shown.append(signed)
-        finally:
-            await prefetch.aclose()
-        texts = collect_texts(entry, self.workflow)
-        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown, texts=texts), self.job)
-        self.log.info(
-            "job_done",
-            outputs=len(self.job.outputs),
-            seconds=round((self.job.finished_at or 0) - (self.job.started_at or 0), 3),
-        )
+            self.recorded(started, self.job)
+        except BaseException:
+            await socket.aclose()
+            raise
+        self.log.info("job_resumed", prompt_id=prompt_id, attempt=self.job.attempt, state=state)
+        # what ComfyUI runs has the job's graph's nodes: enough to follow and collect it
+        graph = self.workflow.render(self.job.params, output_prefix=f"formy/{self.job.id}")
+        if state != "queued":
+            return QueuedPrompt(graph, prompt_id)
+        return QueuedPrompt(graph, prompt_id, self.comfy.follow(prompt_id, socket), socket)
 
     async def follow(
         self,
         graph: dict[str, Any],
-        prompt_id: str,
-        socket: PromptSocket,
+        messages: AsyncGenerator[ComfyMessage, None],
         times: RunTimes,
         prefetch: Prefetch,
     ) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
-        async for message in self.comfy.run(graph, prompt_id, socket, self.job.extra_data):
-            times.seen(message)
-            if self.meter.began_at is None:  # execution_start, or the first after a reconnect
-                self.executing()
-            if isinstance(message, ExecutionCached):
-                self.job.progress = tracker.cached(message.nodes)
-            elif isinstance(message, Executing) and message.node is not None:
-                percent = tracker.executing(message.node)
-                await self.progress(graph, tracker, percent, message.node, 0, 1)
-            elif isinstance(message, ProgressStep) and message.node is not None:
-                percent = tracker.step(message.node, message.value, message.max)
-                await self.progress(
-                    graph, tracker, percent, message.node, message.value, message.max
-                )
-            elif isinstance(message, Executed):
-                prefetch.executed(message)  # its files start coming while the prompt runs on
-            elif isinstance(message, PreviewImage):
-                await self.preview(message)
+        async with contextlib.aclosing(messages):  # the socket closes, however this ends
+            async for message in messages:
+                await self.seen(message, graph, tracker, times, prefetch)
         self.meter.ended()
+
+    async def seen(
+        self,
+        message: ComfyMessage,
+        graph: dict[str, Any],
+        tracker: ProgressTracker,
+        times: RunTimes,
+        prefetch: Prefetch,
+    ) -> None:
+        times.seen(message)
+        if self.meter.began_at is None:  # execution_start, or the first after a reconnect
+            self.executing()
+        if isinstance(message, ExecutionCached):
+            self.job.progress = tracker.cached(message.nodes)
+        elif isinstance(message, Executing) and message.node is not None:
+            percent = tracker.executing(message.node)
+            await self.progress(graph, tracker, percent, message.node, 0, 1)
+        elif isinstance(message, ProgressStep) and message.node is not None:
+            percent = tracker.step(message.node, message.value, message.max)
+            await self.progress(graph, tracker, percent, message.node, message.value, message.max)
+        elif isinstance(message, Executed):
+            prefetch.executed(message)  # its files start coming while the prompt runs on
+        elif isinstance(message, PreviewImage):
+            await self.preview(message)
 
     @property
     def time_limit(self) -> float:
@@ -333,17 +405,20 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
         return
     run: JobRun | None = None
     fair = await wc.queue.fair_place(job.id)
+    resuming = await resumable(wc.pool.clients, job)
+    models = _models(job, workflow)
     try:
         async with (
             wc.recovery.lease(job.id),
             wc.signals.watch(job.id) as cancelled,
-            wc.pool.slot(job, cancelled, _models(job, workflow), fair) as backend,  # its turn
+            wc.pool.slot(job, cancelled, models, fair, backend=resuming) as backend,  # its turn
         ):
             if backend is None:  # cancelled while it waited: the canceller recorded it
                 return
             job.backend = backend.url
             structlog.contextvars.bind_contextvars(backend=backend.label)
-            run = JobRun(wc, job, workflow, wc.pool.clients[backend.url], backend.label)
+            client = wc.pool.clients[backend.url]
+            run = JobRun(wc, job, workflow, client, backend.label, resuming=resuming is not None)
             try:
                 await run.run(cancelled)
             except ComfyUnavailable as exc:
