@@ -4,23 +4,37 @@ ComfyUI keeps the outputs of the last prompt's nodes (its default cache), so a b
 for the models its last prompt's loader nodes named: a job naming the same ones starts without
 loading anything. Every worker process shares this through Redis: `ran` when a prompt is
 queued, `measured` when its loaders' time and its execution time are known, `forget` when the
-backend restarted (it no longer knows that last prompt).
+backend restarted (it no longer knows that last prompt). Between a prompt that names other
+models and the measure of its load, the backend is switching (see `Warm.switching`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from . import keys
+from .scripts import Script
 
 #: weight of the newest measurement in the moving averages
 SMOOTHING = 0.3
 #: seconds a backend's record is kept after its last prompt
 TTL = 7 * 24 * 3600
+
+# Records the models the backend holds after its newest prompt (and that prompt, if given);
+# when they are not the ones it held, when the switch to them began.
+_RAN = """
+if redis.call('HGET', warm_key, 'models') ~= models then
+  redis.call('HSET', warm_key, 'switched', now)
+end
+redis.call('HSET', warm_key, 'models', models)
+if prompt_id ~= '' then redis.call('HSET', warm_key, 'prompt', prompt_id) end
+redis.call('EXPIRE', warm_key, ttl)
+"""
 
 
 @dataclass(frozen=True)
@@ -31,9 +45,18 @@ class Warm:
     prompt: str | None = None
     switch: float | None = None  # seconds a model load took there
     run: float | None = None  # seconds a prompt's execution took there
+    switched: float | None = None  # Unix time a prompt naming other models went there
 
     def holds(self, models: frozenset[str]) -> bool:
         return bool(models) and models <= self.models
+
+    def switching(self, now: float) -> bool:
+        """Whether the backend is still loading the models it holds (or running the prompt
+        that loads them): from its switch until that load was measured, or, should no measure
+        come, for about twice a switch and a run."""
+        if self.switched is None:
+            return False
+        return now < self.switched + 2 * ((self.switch or 0.0) + (self.run or 0.0))
 
 
 class Warmth:
@@ -41,6 +64,7 @@ class Warmth:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._ran = Script(redis, ("warm_key",), ("models", "prompt_id", "now", "ttl"), _RAN)
 
     async def of(self, urls: Sequence[str]) -> list[Warm]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -51,17 +75,19 @@ class Warmth:
     async def ran(self, url: str, models: frozenset[str], prompt_id: str | None) -> None:
         """A prompt naming `models` goes to the backend (`prompt_id` once it is queued): after
         it, those are loaded."""
-        key = keys.backend_warm(url)
-        fields = {"models": json.dumps(sorted(models))}
-        if prompt_id is not None:
-            fields["prompt"] = prompt_id
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, TTL)
-            await pipe.execute()
+        await self._ran(
+            {"warm_key": keys.backend_warm(url)},
+            {
+                "models": json.dumps(sorted(models)),
+                "prompt_id": prompt_id or "",
+                "now": repr(time.time()),
+                "ttl": TTL,
+            },
+        )
 
     async def measured(self, url: str, *, switch: float | None, run: float | None) -> None:
-        """Fold a model load's and an execution's seconds into the backend's averages."""
+        """Fold a model load's and an execution's seconds into the backend's averages; a load
+        measured ends the switch."""
         current = (await self.of([url]))[0]
         fields = {}
         if switch is not None:
@@ -71,12 +97,14 @@ class Warmth:
         if fields:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(keys.backend_warm(url), mapping=fields)
+                if switch is not None:
+                    pipe.hdel(keys.backend_warm(url), "switched")
                 await pipe.execute()
 
     async def forget(self, url: str) -> None:
         """The backend lost what it had loaded (it restarted): cold, costs kept."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hdel(keys.backend_warm(url), "models", "prompt")
+            pipe.hdel(keys.backend_warm(url), "models", "prompt", "switched")
             await pipe.execute()
 
 
@@ -95,4 +123,5 @@ def _parse(raw: dict[bytes | str, bytes | str]) -> Warm:
         prompt=fields.get("prompt"),
         switch=float(fields["switch"]) if "switch" in fields else None,
         run=float(fields["run"]) if "run" in fields else None,
+        switched=float(fields["switched"]) if "switched" in fields else None,
     )
