@@ -5,15 +5,20 @@ every worker process through `Slots`. A job that finds every slot taken waits it
 priority order, first-in first-out within a priority, across every worker process.
 
 A job goes to a backend that already has its models loaded (`Warmth`) before one that would
-have to load them; when only such cold backends are free, it waits for a warm one instead if
-that is expected to take less than loading the models would (both learned from past runs).
+have to load them, and not behind a load still under way when another warm one gets to it
+sooner. A free backend is switched to other models only when that drains the longest of the
+backlogs it touches sooner, by at least a run (`_Board`: the waiting jobs per set of models,
+measured switch and run times); a job whose models no backend holds takes any free one after
+a few loads' worth of waiting, so that it is never shut out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -56,6 +61,7 @@ class BackendPool:
         self._waiting: dict[str, _Waiter] = {}  # the jobs of this process waiting for a slot
         self.slots = Slots(redis, lease=lease)
         self.warmth = Warmth(redis)
+        self._switching = asyncio.Lock()  # held while a job may switch a backend's models
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -82,8 +88,11 @@ class BackendPool:
     async def preference(self, job: Job, models: frozenset[str] = frozenset()) -> list[BackendSpec]:
         """The backends the job may take now, best first: those holding its `models`, then
         those labelled with its model, then the least busy. None while every backend is down,
-        or while a busy warm one is expected to be free sooner than a cold one could load the
-        models."""
+        or while no free backend is worth switching to its models (see `_Board.may_switch`)."""
+        return (await self._placement(job, models))[0]
+
+    async def _placement(self, job: Job, models: frozenset[str]) -> tuple[list[BackendSpec], bool]:
+        """`preference`, and whether taking one of those may switch a backend's models."""
         loads, warmths = await asyncio.gather(  # two reads at once: one round trip's wait
             self.slots.load(self.specs), self.warmth.of(self.urls)
         )
@@ -100,39 +109,46 @@ class BackendPool:
                 used[s.url] / s.capacity,
             ),
         )
+        board = _Board(up, used, warm, self._backlog(job.id, models))
         holding = [s for s in ranked if warm[s.url].holds(models)]
+        holding = board.worth_joining(holding, models, self._ahead(job.id, models))
         if any(used[s.url] < s.slots for s in holding):
-            return holding  # not a cold one, even if another job takes this one first
-        # a free backend that holds what another waiting job needs is that job's to take
-        spoken = self._spoken_for(job.id, models, warm)
-        ranked.sort(key=lambda s: s.url in spoken)  # stable: unclaimed cold backends first
-        if holding and _worth_waiting(ranked, used, warm, models, self._queued(job.id, models)):
-            return []  # wait for a warm one to free up
-        free = [s for s in ranked if used[s.url] < s.slots]
-        if free and all(s.url in spoken for s in free) and not self._starving(job.id, warm):
-            return []  # the free ones are warm for others: leave them to those
-        return ranked
+            return holding, False  # not a cold one, even if another job takes this one first
+        if not models or self._starving(job.id, up, warm):
+            return ranked, bool(models)
+        fit = [
+            s
+            for s in ranked
+            if s in holding or (not warm[s.url].holds(models) and board.may_switch(s, models))
+        ]
+        if not any(used[s.url] < s.slots for s in fit):
+            return [], False  # wait for a warm one to free up, or for the backlogs to change
+        return sorted(fit, key=lambda s: (s not in holding, board.harm(s, models))), True
 
-    def _spoken_for(self, job_id: str, models: frozenset[str], warm: dict[str, Warm]) -> set[str]:
-        """Backends holding the models some other job of this process waits for (not ours)."""
-        others = {w.models for j, w in self._waiting.items() if j != job_id and w.models}
-        return {url for url, w in warm.items() if any(m != models and w.holds(m) for m in others)}
+    def _backlog(self, job_id: str, models: frozenset[str]) -> Counter[frozenset[str]]:
+        """The jobs of this process waiting for a slot, per set of models (this one counted)."""
+        waiting = Counter(w.models for j, w in self._waiting.items() if w.models and j != job_id)
+        waiting[models] += 1
+        return waiting
 
-    def _starving(self, job_id: str, warm: dict[str, Warm]) -> bool:
-        """Whether the job has waited long enough to take a backend from jobs warm there:
-        a few model loads' worth, so that a steady stream of them never shuts it out."""
-        me = self._waiting.get(job_id)
-        if me is None:
-            return True
-        switch = _mean([w.switch for w in warm.values()]) or 0.0
-        return time.monotonic() - me.since > max(STARVE_AFTER, 3 * switch)
-
-    def _queued(self, job_id: str, models: frozenset[str]) -> int:
+    def _ahead(self, job_id: str, models: frozenset[str]) -> int:
         """Jobs of this process waiting for the same models, ahead of this one in line."""
         me = self._waiting.get(job_id)
         if me is None:
             return 0
         return sum(1 for w in self._waiting.values() if w.order < me.order and w.models == models)
+
+    def _starving(self, job_id: str, up: list[BackendSpec], warm: dict[str, Warm]) -> bool:
+        """Whether the job may take any free backend: it has waited a few model loads' worth
+        and no backend holding its models serves it meanwhile, so that the jobs warm elsewhere
+        never shut it out."""
+        me = self._waiting.get(job_id)
+        if me is None:
+            return True
+        if any(warm[s.url].holds(me.models) for s in up):
+            return False  # served in turn by those
+        switch = _mean([w.switch for w in warm.values()]) or 0.0
+        return time.monotonic() - me.since > max(STARVE_AFTER, 3 * switch)
 
     @property
     def urls(self) -> list[str]:
@@ -141,7 +157,17 @@ class BackendPool:
     async def try_acquire(
         self, job: Job, models: frozenset[str] = frozenset()
     ) -> BackendSpec | None:
-        specs = await self.preference(job, models)
+        specs, switches = await self._placement(job, models)
+        if not switches:
+            return await self._take(job, models, specs)
+        async with self._switching:  # one at a time, each seeing the switches before it
+            specs, _ = await self._placement(job, models)
+            return await self._take(job, models, specs)
+
+    async def _take(
+        self, job: Job, models: frozenset[str], specs: list[BackendSpec]
+    ) -> BackendSpec | None:
+        """Ask for a slot on the first of `specs` with room, or step aside when there are none."""
         waiter = self._waiting.get(job.id) or _Waiter(line_order(job), models)
         waiter.aside = not specs
         if waiter.aside:  # out of the line meanwhile, so that it holds up no one (see slot_freed)
@@ -316,27 +342,92 @@ STARVE_AFTER = 2.0
 RETRY_EVERY = 1.0
 
 
-def _worth_waiting(
-    ranked: list[BackendSpec],
-    used: dict[str, int],
-    warm: dict[str, Warm],
-    models: frozenset[str],
-    queued: int,
-) -> bool:
-    """True when the busy backends holding `models` should get to this job (after the prompts
-    queued on them and the `queued` jobs for the same models ahead of it in line) sooner than
-    the first free cold backend could load them."""
-    free = [s for s in ranked if used[s.url] < s.slots]
-    if not free or warm[free[0].url].holds(models):
-        return False  # a warm backend is free, or none is: nothing to weigh
-    switch = _or_typical(warm[free[0].url].switch, [w.switch for w in warm.values()])
-    holding = [s for s in ranked if warm[s.url].holds(models)]
-    holding_runs = [warm[s.url].run for s in holding]
-    run = _or_typical(_mean(holding_runs), [w.run for w in warm.values()])
-    if switch is None or run is None:
-        return False  # never measured: no reason to wait
-    ahead = queued + sum(max(used[s.url] - s.capacity, 0) for s in holding)
-    return (ahead + 1) * run / sum(s.capacity for s in holding) < switch
+@dataclass
+class _Board:
+    """The waiting work as one process sees it, and what switching a free backend to other
+    models would do to it: how long each set of models' backlog (its waiting jobs, and those
+    queued ahead on the backends holding it) takes to drain on the backends holding it."""
+
+    up: list[BackendSpec]
+    used: dict[str, int]
+    warm: dict[str, Warm]
+    waiting: Counter[frozenset[str]]
+
+    def may_switch(self, spec: BackendSpec, models: frozenset[str]) -> bool:
+        """Whether `spec`, free and not holding `models`, should load them for this job: when
+        that drains the longest of the backlogs it touches sooner (this one's, which gains a
+        backend a switch late, and those of the jobs waiting for what `spec` holds, which lose
+        it). Not while it is switching already; until a switch was measured, a busy backend's
+        next prompt loads nothing new."""
+        switch = _or_typical(self.warm[spec.url].switch, [w.switch for w in self.warm.values()])
+        held = self.warm[spec.url]
+        if held.switching(time.time()):
+            return False  # not switched again before the jobs it switched for had it
+        if self.used[spec.url] >= spec.capacity and (switch is None or not held.models):
+            return False  # (nothing held: taken a moment ago, what for is not recorded yet)
+        losers = self._losers(spec, models)
+        before = max([self.drain(models), *(self.drain(m) for m in losers)])
+        after = max(
+            [
+                self.drain(models, spec.capacity, switch or 0.0),
+                *(self.drain(m, -spec.capacity) for m in losers),
+            ]
+        )
+        return after + self._run(self._holders(models)) < before  # by a run, not noise
+
+    def worth_joining(
+        self, holders: list[BackendSpec], models: frozenset[str], ahead: int
+    ) -> list[BackendSpec]:
+        """The `holders` a job for `models` should queue on: not behind a switch still under
+        way if the others, done switching, get to it sooner (after the prompts queued on them
+        and the `ahead` jobs for the same models before it in line)."""
+        now = time.time()
+        switching = [s for s in holders if self.warm[s.url].switching(now)]
+        settled = [s for s in holders if s not in switching]
+        if not switching or not settled:
+            return holders
+        known = [w.switch for w in self.warm.values()]
+        run = self._run(holders)
+        done_switching = min(
+            self.warm[s.url].switched
+            or now  # (set: they are switching)
+            + (_or_typical(self.warm[s.url].switch, known) or 0.0)
+            + run
+            - now
+            for s in switching
+        )
+        queued = sum(max(self.used[s.url] - s.capacity, 0) for s in settled)
+        elsewhere = (ahead + queued + 1) * run / sum(s.capacity for s in settled)
+        return holders if done_switching < elsewhere else settled
+
+    def harm(self, spec: BackendSpec, models: frozenset[str]) -> float:
+        """How much longer the backlogs `spec` holds models for would take without it."""
+        return max([0.0, *(self.drain(m, -spec.capacity) for m in self._losers(spec, models))])
+
+    def drain(self, models: frozenset[str], more: int = 0, switch: float = 0.0) -> float:
+        """Seconds until the backlog for `models` is done on its backends (`more` capacity,
+        that starts `switch` seconds late): infinite with none."""
+        holders = self._holders(models)
+        queued = sum(max(self.used[s.url] - s.capacity, 0) for s in holders)
+        jobs = self.waiting[models] + queued
+        capacity = sum(s.capacity for s in holders) + more
+        if jobs == 0:
+            return 0.0
+        if capacity <= 0:
+            return math.inf
+        return (jobs * self._run(holders) + max(more, 0) * switch) / capacity
+
+    def _holders(self, models: frozenset[str]) -> list[BackendSpec]:
+        return [s for s in self.up if self.warm[s.url].holds(models)]
+
+    def _losers(self, spec: BackendSpec, models: frozenset[str]) -> list[frozenset[str]]:
+        held = self.warm[spec.url]
+        return [m for m in self.waiting if m != models and held.holds(m)]
+
+    def _run(self, holders: list[BackendSpec]) -> float:
+        """A prompt's typical run there: the holders' mean, else every backend's, else 1 s."""
+        known = [w.run for w in self.warm.values()]
+        return _or_typical(_mean([self.warm[s.url].run for s in holders]), known) or 1.0
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -136,8 +136,8 @@ async def test_a_restarted_backend_is_cold_again(make_stack: StackFactory, redis
 
 async def test_a_free_backend_warm_for_another_waiting_job_is_left_to_it(redis: Redis) -> None:
     """A job whose warm backend is busy does not switch a free one that holds what another
-    waiting job needs (that job would have to switch it back); past a few loads' worth of
-    waiting it may, so that it is never shut out."""
+    waiting job needs (that job would have to switch it back), however long it waits: its
+    own backend serves it in turn."""
     a, b = "http://gpu-a:8188", "http://gpu-b:8188"
     specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
     async with aiohttp.ClientSession() as http:
@@ -152,5 +152,72 @@ async def test_a_free_backend_warm_for_another_waiting_job_is_left_to_it(redis: 
 
         assert await pool.preference(xl_job, frozenset({XL})) == []  # b is the SD 1.5 job's
         assert [s.url for s in await pool.preference(sd_job, frozenset({SD15}))] == [b]
-        pool._waiting[xl_job.id].since -= pools.STARVE_AFTER + 1  # it has waited long enough
-        assert b in [s.url for s in await pool.preference(xl_job, frozenset({XL}))]
+        pool._waiting[xl_job.id].since -= pools.STARVE_AFTER + 1
+        assert await pool.preference(xl_job, frozenset({XL})) == []
+
+
+async def test_a_job_no_backend_holds_models_for_takes_one_warm_for_others_after_a_while(
+    redis: Redis,
+) -> None:
+    """The only free backend is the one holding what other waiting jobs need: a job for
+    models nobody holds waits a few loads' worth, then takes it, never shut out."""
+    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
+    specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, specs, http)
+        await pool.ran(a, frozenset({XL}), None)
+        await pool.ran(b, frozenset({SD15}), None)
+        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0
+        other = Job(id="wants-other", workflow="text_to_image", params={})
+        pool._waiting[other.id] = pools._Waiter(1, frozenset({"other.safetensors"}))
+        pool._waiting["wants-sd15"] = pools._Waiter(2, frozenset({SD15}))
+
+        assert await pool.preference(other, frozenset({"other.safetensors"})) == []
+        pool._waiting[other.id].since -= pools.STARVE_AFTER + 1
+        urls = [s.url for s in await pool.preference(other, frozenset({"other.safetensors"}))]
+    assert b in urls
+
+
+async def test_a_backend_switches_to_the_models_whose_backlog_drains_last(redis: Redis) -> None:
+    """Two backends hold XL, none SD 1.5, and jobs wait for both: the SD 1.5 job takes the
+    free XL backend (XL keeps the other), where an XL job would only queue."""
+    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
+    specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, specs, http)
+        for url in (a, b):
+            await pool.ran(url, frozenset({XL}), None)
+            await pool.measured(url, switch=2.0, run=0.5)
+        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0  # a runs an XL job
+        sd_job = Job(id="wants-sd15", workflow="text_to_image", params={})
+        for i in range(3):
+            pool._waiting[f"xl-{i}"] = pools._Waiter(i, frozenset({XL}))
+        for i in range(6):
+            pool._waiting[f"sd-{i}"] = pools._Waiter(10 + i, frozenset({SD15}))
+        pool._waiting[sd_job.id] = pools._Waiter(9, frozenset({SD15}))
+
+        placed = [s.url for s in await pool.preference(sd_job, frozenset({SD15}))]
+    assert placed[0] == b  # the free one (a has no room)
+
+
+async def test_a_job_does_not_queue_behind_a_switch_its_other_backend_beats(
+    redis: Redis,
+) -> None:
+    """Of two backends holding XL, one is still loading it for the job it runs: the next XL
+    job waits for the other, done sooner, rather than queue behind the load."""
+    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
+    specs = [BackendSpec(url=a, lookahead=1), BackendSpec(url=b, lookahead=1)]
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, specs, http)
+        await pool.ran(a, frozenset({XL}), None)
+        await pool.ran(b, frozenset({SD15}), None)
+        for url in (a, b):
+            await pool.measured(url, switch=2.0, run=0.5)  # a measured load: a settled
+        await pool.ran(b, frozenset({XL}), None)  # b switches to XL now
+        assert await pool.slots.acquire("on-a", 0, [specs[0]]) == 0
+        assert await pool.slots.acquire("on-a-next", 1, [specs[0]]) == 0
+        assert await pool.slots.acquire("loading-b", 2, [specs[1]]) == 0
+        xl_job = Job(id="wants-xl", workflow="text_to_image", params={})
+        pool._waiting[xl_job.id] = pools._Waiter(3, frozenset({XL}))
+
+        assert await pool.preference(xl_job, frozenset({XL})) == []
