@@ -122,6 +122,10 @@ class BackendPool:
             if s in holding or (not warm[s.url].holds(models) and board.may_switch(s, models))
         ]
         if not any(used[s.url] < s.slots for s in fit):
+            if not any(used[s.url] < s.slots for s in up):
+                # nothing is free: waiting in line takes no backend from anyone, and keeps the
+                # job's turn (stepping aside, it would race every other job for the next slot)
+                return holding or ranked, False
             return [], False  # wait for a warm one to free up, or for the backlogs to change
         return sorted(fit, key=lambda s: (s not in holding, board.harm(s, models))), True
 

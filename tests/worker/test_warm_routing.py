@@ -16,6 +16,7 @@ from formy_async.comfy.loaders import loader_models
 from formy_async.models import Job
 from formy_async.settings import BackendSpec
 from formy_async.simulator import SimulatorConfig, run_simulator
+from formy_async.store import keys
 from formy_async.store.warmth import Warmth
 from formy_async.worker import pool as pools
 
@@ -221,3 +222,32 @@ async def test_a_job_does_not_queue_behind_a_switch_its_other_backend_beats(
         pool._waiting[xl_job.id] = pools._Waiter(3, frozenset({XL}))
 
         assert await pool.preference(xl_job, frozenset({XL})) == []
+
+
+async def test_jobs_waiting_for_their_busy_warm_backend_get_it_in_their_turn(redis: Redis) -> None:
+    """Nothing is free: the waiting jobs stay in line, so the freed slot goes to the first in
+    line, whichever of them asked first (the fair line decides, not a race)."""
+    a = "http://gpu-a:8188"
+    spec = BackendSpec(url=a, lookahead=0)
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, [spec], http)
+        await pool.ran(a, frozenset({XL}), None)
+        assert await pool.slots.acquire("busy", 0, [spec]) == 0
+        served: list[str] = []
+
+        async def wait_turn(order: int) -> None:
+            job = Job(id=f"in-line-{order}", workflow="text_to_image", params={})
+            async with pool.slot(job, asyncio.Event(), frozenset({XL}), fair=order) as got:
+                assert got == spec
+                served.append(job.id)
+
+        waiting = [asyncio.create_task(wait_turn(order)) for order in (3, 2, 1)]  # last first
+
+        async def all_in_line() -> bool:
+            return await redis.zcard(keys.POOL_WAITING) == 3
+
+        await wait_until(all_in_line, every=0.005)
+        await pool.slots.release(a, "busy")
+        pool.slot_freed()
+        await asyncio.wait_for(asyncio.gather(*waiting), 10)
+    assert served == ["in-line-1", "in-line-2", "in-line-3"]
