@@ -3,7 +3,9 @@
 The execution is timed by ComfyUI itself: the `execution_start` and final messages of the
 prompt's history carry the server's timestamps (ms), both from one clock. Only when the server
 gives none (the attempt was stopped: a time limit, a cancel) is it the worker's clock, and the
-metrics say so. The queue wait ends when the worker first hears of the prompt running. Model
+metrics say so. The queue wait ends when the worker first hears of the prompt running (for a
+prompt taken over from a lost attempt, when ComfyUI says it began: then the clocks of two
+machines, as close as they are kept). Model
 loads are what `RunTimes` measured of the loader nodes: null when none ran (all cached), never
 a guess.
 """
@@ -22,10 +24,22 @@ _ENDINGS = ("execution_success", "execution_error", "execution_interrupted")
 
 def comfy_execution_seconds(entry: HistoryEntry | None) -> float | None:
     """Seconds from the prompt's `execution_start` to its final message, by ComfyUI's clock."""
-    if entry is None:
+    start, end = _stamps(entry)
+    if start is None or end is None or end < start:
         return None
+    return (end - start) / 1000
+
+
+def comfy_execution_began_at(entry: HistoryEntry | None) -> float | None:
+    """When ComfyUI began the prompt (Unix seconds: its `execution_start` timestamp)."""
+    start, _ = _stamps(entry)
+    return start / 1000 if start is not None else None
+
+
+def _stamps(entry: HistoryEntry | None) -> tuple[float | None, float | None]:
+    """The timestamps (ms) of the prompt's `execution_start` and of its final message."""
     start = end = None
-    for name, data in entry.status.messages:
+    for name, data in entry.status.messages if entry is not None else []:
         stamp = data.get("timestamp")
         if not isinstance(stamp, int | float) or isinstance(stamp, bool):
             continue
@@ -33,9 +47,7 @@ def comfy_execution_seconds(entry: HistoryEntry | None) -> float | None:
             start = stamp
         elif name in _ENDINGS:
             end = stamp
-    if start is None or end is None or end < start:
-        return None
-    return (end - start) / 1000
+    return start, end
 
 
 class Meter:
@@ -46,6 +58,9 @@ class Meter:
         self._began: float | None = None  # monotonic, as the two below
         self._ended: float | None = None
         self.times: RunTimes | None = None  # the loader nodes' times, once the prompt is queued
+        #: the prompt was queued by an earlier attempt whose worker was lost: this one heard of
+        #: it running late, so its wait ends when ComfyUI says it began
+        self.took_over = False
 
     def began(self) -> None:
         """ComfyUI began the prompt (its first message after it was queued)."""
@@ -68,6 +83,8 @@ class Meter:
         if execution is None:
             return None
         began_at = self.began_at if self.began_at is not None else now() - execution
+        if self.took_over and clock == "comfyui":
+            began_at = comfy_execution_began_at(entry) or began_at
         switch = self.times.switch if self.times is not None else None
         return JobMetrics(
             queue_wait_seconds=round(max(began_at - job.created_at, 0.0), 6),

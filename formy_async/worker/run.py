@@ -257,6 +257,7 @@ class JobRun:
             await socket.aclose()
             raise
         self.log.info("job_resumed", prompt_id=prompt_id, attempt=self.job.attempt, state=state)
+        self.meter.took_over = True
         # what ComfyUI runs has the job's graph's nodes: enough to follow and collect it
         graph = self.workflow.render(self.job.params, output_prefix=f"formy/{self.job.id}")
         if state != "queued":

@@ -96,6 +96,10 @@ async def test_a_killed_workers_running_prompt_is_followed_to_its_end_not_run_ag
     assert metrics["execution_clock"] == "comfyui"
     assert metrics["execution_seconds"] >= LONG["steps"] * LONG["delay"]
     assert usage["total"]["gpu_seconds"] == pytest.approx(metrics["execution_seconds"], abs=1e-3)
+    # it waited until ComfyUI began it, not until the new worker heard of it
+    began = next(d["timestamp"] for n, d in sim.queue.history[prompt]["status"]["messages"]
+                 if n == "execution_start") / 1000  # fmt: skip
+    assert metrics["queue_wait_seconds"] == pytest.approx(began - record["created_at"], abs=2e-3)
 
 
 async def test_a_prompt_that_finished_while_no_worker_held_its_job_is_collected_not_run_again(
