@@ -240,7 +240,7 @@ class BackendPool:
         try:
             while not give_up.is_set():
                 spec = await (
-                    self.try_acquire(job, models) if only is None else self._acquire_on(job, only)
+                    self.try_acquire(job, models) if only is None else self._take(job, models, only)
                 )
                 if spec is not None:
                     return spec
@@ -250,15 +250,6 @@ class BackendPool:
         finally:
             del self._waiting[job.id]
             self.slot_freed()  # there may be more free slots, or the next in line now leads
-
-    async def _acquire_on(self, job: Job, specs: list[BackendSpec]) -> BackendSpec | None:
-        """A slot on one of `specs`, in the job's turn, routing aside."""
-        waiter = self._waiting[job.id]
-        granted = await self.slots.acquire(job.id, waiter.order, specs)
-        if granted is None:
-            return None
-        self.held[job.id] = specs[granted].url
-        return specs[granted]
 
     # --- health -------------------------------------------------------------------------------
 

@@ -135,17 +135,24 @@ async def test_a_restarted_backend_is_cold_again(make_stack: StackFactory, redis
     assert listed["backends"][0]["models"] == []
 
 
-async def test_a_free_backend_warm_for_another_waiting_job_is_left_to_it(redis: Redis) -> None:
-    """A job whose warm backend is busy does not switch a free one that holds what another
-    waiting job needs (that job would have to switch it back), however long it waits: its
-    own backend serves it in turn."""
+@contextlib.asynccontextmanager
+async def xl_busy_and_sd15_free(redis: Redis) -> AsyncIterator[tuple[pools.BackendPool, str]]:
+    """A pool of two backends: a holds XL and runs a job, b holds SD 1.5 and is free."""
     a, b = "http://gpu-a:8188", "http://gpu-b:8188"
     specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
     async with aiohttp.ClientSession() as http:
         pool = pools.BackendPool(redis, specs, http)
         await pool.ran(a, frozenset({XL}), None)
         await pool.ran(b, frozenset({SD15}), None)
-        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0  # a runs an XL job
+        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0
+        yield pool, b
+
+
+async def test_a_free_backend_warm_for_another_waiting_job_is_left_to_it(redis: Redis) -> None:
+    """A job whose warm backend is busy does not switch a free one that holds what another
+    waiting job needs (that job would have to switch it back), however long it waits: its
+    own backend serves it in turn."""
+    async with xl_busy_and_sd15_free(redis) as (pool, b):
         xl_job = Job(id="wants-xl", workflow="text_to_image", params={})
         sd_job = Job(id="wants-sd15", workflow="text_to_image", params={})
         pool._waiting[xl_job.id] = pools._Waiter(1, frozenset({XL}))
@@ -162,13 +169,7 @@ async def test_a_job_no_backend_holds_models_for_takes_one_warm_for_others_after
 ) -> None:
     """The only free backend is the one holding what other waiting jobs need: a job for
     models nobody holds waits a few loads' worth, then takes it, never shut out."""
-    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
-    specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
-    async with aiohttp.ClientSession() as http:
-        pool = pools.BackendPool(redis, specs, http)
-        await pool.ran(a, frozenset({XL}), None)
-        await pool.ran(b, frozenset({SD15}), None)
-        assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0
+    async with xl_busy_and_sd15_free(redis) as (pool, b):
         other = Job(id="wants-other", workflow="text_to_image", params={})
         pool._waiting[other.id] = pools._Waiter(1, frozenset({"other.safetensors"}))
         pool._waiting["wants-sd15"] = pools._Waiter(2, frozenset({SD15}))
