@@ -383,9 +383,8 @@ class _Board:
             return holders
         known = [w.switch for w in self.warm.values()]
         run = self._run(holders)
-        done_switching = min(
-            self.warm[s.url].switched
-            or now  # (set: they are switching)
+        done_switching = min(  # seconds until each is done loading and running its prompt
+            (self.warm[s.url].switched or now)  # (set: they are switching)
             + (_or_typical(self.warm[s.url].switch, known) or 0.0)
             + run
             - now

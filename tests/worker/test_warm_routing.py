@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -252,3 +253,29 @@ async def test_jobs_waiting_for_their_busy_warm_backend_get_it_in_their_turn(red
         pool.slot_freed()
         await asyncio.wait_for(asyncio.gather(*waiting), 10)
     assert served == ["in-line-1", "in-line-2", "in-line-3"]
+
+
+async def test_a_job_queues_behind_a_switch_about_to_end_rather_than_a_longer_line(
+    redis: Redis,
+) -> None:
+    """b's load of XL is all but done while a, settled on XL, has a prompt queued behind the
+    one it runs: the next XL job queues on b too."""
+    a, b = "http://gpu-a:8188", "http://gpu-b:8188"
+    specs = [BackendSpec(url=a, lookahead=1), BackendSpec(url=b, lookahead=1)]
+    async with aiohttp.ClientSession() as http:
+        pool = pools.BackendPool(redis, specs, http)
+        for url in (a, b):
+            await pool.ran(url, frozenset({SD15}), None)
+            await pool.measured(url, switch=2.0, run=0.5)
+        await pool.ran(a, frozenset({XL}), None)
+        await pool.measured(a, switch=2.0, run=0.5)  # a settled on XL
+        await pool.ran(b, frozenset({XL}), None)  # b began loading XL…
+        await redis.hset(keys.backend_warm(b), "switched", repr(time.time() - 2.4))  # …2.4 s ago
+        assert await pool.slots.acquire("on-a", 0, [specs[0]]) == 0
+        assert await pool.slots.acquire("on-a-next", 1, [specs[0]]) == 0
+        assert await pool.slots.acquire("loading-b", 2, [specs[1]]) == 0
+        xl_job = Job(id="wants-xl", workflow="text_to_image", params={})
+        pool._waiting[xl_job.id] = pools._Waiter(3, frozenset({XL}))
+
+        placed = [s.url for s in await pool.preference(xl_job, frozenset({XL}))]
+    assert placed[0] == b  # the one with room (a's queue is full)
