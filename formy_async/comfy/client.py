@@ -37,6 +37,7 @@ class PromptSocket:
 
     client_id: str
     ws: aiohttp.ClientWebSocketResponse
+    gaps: int = 0  # times it dropped and was opened again: ComfyUI replays nothing it missed
 
     async def aclose(self) -> None:
         await self.ws.close()
@@ -330,6 +331,7 @@ class ComfyClient:
                 else:  # closed, closing or errored: the server went away or dropped us
                     log.warning("comfy_ws_dropped", prompt_id=prompt_id, frame=frame.type.name)
                     ws = await self._reconnect(client_id, ws)
+                    socket.gaps += 1
                     if await self._finished(prompt_id):
                         return
                     continue

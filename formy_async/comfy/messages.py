@@ -17,11 +17,13 @@ class _Message(BaseModel):
 
 class ExecutionStart(_Message):
     type: Literal["execution_start"] = "execution_start"
+    timestamp: float | None = None  # ComfyUI's clock, whole milliseconds
 
 
 class ExecutionCached(_Message):
     type: Literal["execution_cached"] = "execution_cached"
     nodes: list[str] = []
+    timestamp: float | None = None
 
 
 class Executing(_Message):
@@ -47,6 +49,7 @@ class Executed(_Message):
 
 class ExecutionSuccess(_Message):
     type: Literal["execution_success"] = "execution_success"
+    timestamp: float | None = None
 
 
 class ExecutionError(_Message):

@@ -25,6 +25,7 @@ from ..comfy.messages import (
     PreviewImage,
     ProgressStep,
 )
+from ..comfy.witness import Witness
 from ..errors import (
     ComfyError,
     ComfyExecutionFailed,
@@ -150,10 +151,11 @@ class JobRun:
         if self.job.metrics is None:
             self.job.metrics = self.meter.metrics(self.job, entry, self.backend)
 
-    async def outcome(self, prompt_id: str) -> HistoryEntry:
-        """The finished prompt's history (raising for a prompt that failed), measured."""
+    async def outcome(self, prompt_id: str, seen: HistoryEntry | None) -> HistoryEntry:
+        """The finished prompt's history (raising for a prompt that failed), measured: as its
+        socket showed it (`seen`, see Witness), else as ComfyUI's history has it."""
         try:
-            entry = await self.comfy.result(prompt_id)
+            entry = seen if seen is not None else await self.comfy.result(prompt_id)
         except (ComfyExecutionFailed, ComfyInterrupted):
             failed: HistoryEntry | None = None
             with contextlib.suppress(ComfyError):
@@ -177,12 +179,15 @@ class JobRun:
         backend = self.job.backend or ""
         times = self.meter.times = RunTimes(graph)
         prefetch = Prefetch(self.comfy, self.workflow)
+        witness = Witness(prompt_id, graph, self.workflow.manifest.outputs or None)
         try:
             await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
             if queued.messages is not None:
-                await self.follow(graph, queued.messages, times, prefetch)
+                await self.follow(graph, queued.messages, times, prefetch, witness)
+            if queued.socket is None or queued.socket.gaps:
+                witness.missed()
             entry, _ = await asyncio.gather(  # its timings are learned while history is read
-                self.outcome(prompt_id),
+                self.outcome(prompt_id, witness.entry()),
                 self.wc.pool.measured(backend, switch=times.switch, run=times.run),
             )
             shown = []
@@ -270,10 +275,12 @@ class JobRun:
         messages: AsyncGenerator[ComfyMessage, None],
         times: RunTimes,
         prefetch: Prefetch,
+        witness: Witness,
     ) -> None:
         tracker = ProgressTracker(graph, floor=self.job.progress)
         async with contextlib.aclosing(messages):  # the socket closes, however this ends
             async for message in messages:
+                witness.saw(message)
                 await self.seen(message, graph, tracker, times, prefetch)
         self.meter.ended()
 
