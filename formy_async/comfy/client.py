@@ -49,6 +49,11 @@ def new_prompt_id() -> str:
     return str(uuid.uuid4())
 
 
+def new_client_id() -> str:
+    """A WebSocket client id of a socket's own: ComfyUI sends a prompt's messages to it."""
+    return uuid.uuid4().hex
+
+
 class ComfyClient:
     """One ComfyUI server, reached over a shared aiohttp session (no thread per job)."""
 
@@ -277,7 +282,7 @@ class ComfyClient:
     async def open_socket(self, client_id: str | None = None) -> PromptSocket:
         """A WebSocket of a client id of its own, for one prompt (see `run`); or of the
         `client_id` a prompt was queued with, to follow it again (see `follow`)."""
-        client_id = client_id or uuid.uuid4().hex
+        client_id = client_id or new_client_id()
         return PromptSocket(client_id, await self._connect(client_id))
 
     async def run(

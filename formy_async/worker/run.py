@@ -14,7 +14,7 @@ from arq import Retry
 
 from ..asset_refs import with_files
 from ..auth import sign_url
-from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
+from ..comfy.client import ComfyClient, PromptSocket, new_client_id, new_prompt_id
 from ..comfy.loaders import loader_models
 from ..comfy.messages import (
     ComfyMessage,
@@ -180,8 +180,9 @@ class JobRun:
         times = self.meter.times = RunTimes(graph)
         prefetch = Prefetch(self.comfy, self.workflow)
         witness = Witness(prompt_id, graph, self.workflow.manifest.outputs or None)
+        # the backend will hold the job's models next: noted while the prompt is queued
+        noting = asyncio.ensure_future(self.wc.pool.ran(backend, loader_models(graph), prompt_id))
         try:
-            await self.wc.pool.ran(backend, loader_models(graph), prompt_id)
             if queued.messages is not None:
                 await self.follow(graph, queued.messages, times, prefetch, witness)
             if queued.socket is None or queued.socket.gaps:
@@ -198,6 +199,7 @@ class JobRun:
                 self.recorded(recorded, self.job)
                 shown.append(signed)
         finally:
+            await asyncio.gather(noting, return_exceptions=True)
             await prefetch.aclose()
             if queued.socket is not None:  # closed already, unless this ended before `follow`
                 await queued.socket.aclose()
@@ -211,13 +213,21 @@ class JobRun:
 
     async def queue(self) -> QueuedPrompt:
         """Upload the inputs, render the graph and queue it on ComfyUI as a new prompt."""
-        # the socket opens while the inputs go up: its handshake is off the critical path
-        opening = asyncio.ensure_future(self.comfy.open_socket())
+        # the socket opens and the prompt's ids are recorded (for a next attempt to take it
+        # over, should this worker be lost once it is queued) while the inputs go up: neither
+        # handshake nor write waits for the other
+        prompt_id, client_id = new_prompt_id(), new_client_id()
+        opening = asyncio.ensure_future(self.comfy.open_socket(client_id))
+        starting = asyncio.ensure_future(
+            self.wc.lifecycle.start(self.job, prompt_id, client_id=client_id)
+        )
         try:
             inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
             assets = await upload_assets(self.comfy, self.wc.storage, self.wc.assets, self.job)
+            self.recorded(await starting, self.job)
             socket = await opening
         except BaseException:
+            await asyncio.gather(starting, return_exceptions=True)  # a write is not cut off
             await _discard(opening)
             raise
         try:
@@ -226,9 +236,6 @@ class JobRun:
             )
             if assets:
                 graph = with_files(graph, assets)
-            prompt_id = new_prompt_id()
-            started = await self.wc.lifecycle.start(self.job, prompt_id, client_id=socket.client_id)
-            self.recorded(started, self.job)
         except BaseException:
             await socket.aclose()
             raise
