@@ -23,7 +23,12 @@ from ..logs import setup_logging
 from ..settings import Settings
 from ..storage import storage_from_settings
 from ..store.assets import AssetStore
-from ..store.connections import arq_redis_settings, job_deserializer, job_serializer
+from ..store.connections import (
+    arq_redis_settings,
+    job_deserializer,
+    job_serializer,
+    pack_in_c,
+)
 from ..store.jobs import JobStore
 from ..store.leases import Heartbeat, Leases
 from ..store.lifecycle import Lifecycle
@@ -63,6 +68,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         )
     )
     redis = ctx["redis"]
+    await pack_in_c(redis)
     storage = storage_from_settings(settings)
     exits.push_async_callback(storage.aclose)
     signals = WorkerSignals(redis, ctx.get("wake"))
