@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -49,6 +50,44 @@ def new_prompt_id() -> str:
     return str(uuid.uuid4())
 
 
+#: how long a socket opened ahead waits for its prompt before it is opened anew (a server or
+#: proxy may drop a quiet socket; ComfyUI sends it every queue change meanwhile)
+SPARE_FOR = 20.0
+
+
+class _Spare:
+    """A socket opening (or open) for a prompt not yet queued."""
+
+    def __init__(self, comfy: ComfyClient) -> None:
+        self.client_id = new_client_id()
+        self.born = time.monotonic()
+        self.opening: asyncio.Future[PromptSocket] = asyncio.ensure_future(
+            comfy.open_socket(self.client_id)
+        )
+
+    def usable(self) -> bool:
+        """Fresh, and open or still opening (a failed one is opened anew by whoever asks)."""
+        if time.monotonic() - self.born > SPARE_FOR:
+            return False
+        if not self.opening.done():
+            return True
+        return self.opening.exception() is None and not self.opening.result().ws.closed
+
+    def discard(self, closing: set[asyncio.Future[None]]) -> None:
+        """Close it in the background (kept in `closing` until it is): nobody waits for that."""
+        task = asyncio.ensure_future(self.aclose())
+        closing.add(task)
+        task.add_done_callback(closing.discard)
+
+    async def aclose(self) -> None:
+        # a handshake cut off midway leaves its connection open: it is let finish, briefly
+        await asyncio.wait({self.opening}, timeout=2)
+        self.opening.cancel()
+        with contextlib.suppress(BaseException):
+            socket = await self.opening
+            await socket.aclose()
+
+
 def new_client_id() -> str:
     """A WebSocket client id of a socket's own: ComfyUI sends a prompt's messages to it."""
     return uuid.uuid4().hex
@@ -65,6 +104,7 @@ class ComfyClient:
         request_timeout: float = 30,
         idle_check: float = 10,
         reconnect_tries: int = 6,
+        spare_socket: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         #: the URL without credentials: the only form errors and logs show
@@ -74,6 +114,10 @@ class ComfyClient:
         self.idle_check = idle_check
         self.reconnect_tries = reconnect_tries
         self._info: BackendInfo | None = None
+        #: a socket of a fresh client id opened ahead for the next prompt (see `socket_ahead`)
+        self._keeps_spare = spare_socket
+        self._spare: _Spare | None = None
+        self._closing: set[asyncio.Future[None]] = set()  # stale spares, being closed
 
     # --- HTTP ---------------------------------------------------------------------------------
 
@@ -285,6 +329,30 @@ class ComfyClient:
         client_id = client_id or new_client_id()
         return PromptSocket(client_id, await self._connect(client_id))
 
+    def socket_ahead(self) -> tuple[str, asyncio.Future[PromptSocket]]:
+        """A socket of a client id of its own for a new prompt: its id at once, the socket once
+        open. With `spare_socket`, it is the one opened ahead while the last prompt ran (no
+        handshake left to wait for); the next one opens once this prompt runs (see `run`),
+        so that its handshake holds up neither this prompt's queueing nor its start."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not spare.usable():
+            spare.discard(self._closing)
+            spare = None
+        if spare is None:
+            spare = _Spare(self)
+        return spare.client_id, spare.opening
+
+    def _replenish(self) -> None:
+        if self._keeps_spare and self._spare is None:
+            self._spare = _Spare(self)
+
+    async def aclose(self) -> None:
+        """Close the socket kept for the next prompt."""
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await spare.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
     async def run(
         self,
         graph: dict[str, Any],
@@ -309,6 +377,8 @@ class ComfyClient:
         async with contextlib.aclosing(self.follow(prompt_id, socket)) as messages:
             async for message in messages:
                 yield message
+                # the next prompt's socket opens once this one runs, not while it is started
+                self._replenish()
 
     async def follow(
         self, prompt_id: str, socket: PromptSocket

@@ -52,7 +52,9 @@ class BackendPool:
     ) -> None:
         self.redis = redis
         self.specs = specs
-        self.clients = {spec.url: ComfyClient(spec.url, session) for spec in specs}
+        self.clients = {
+            spec.url: ComfyClient(spec.url, session, spare_socket=True) for spec in specs
+        }
         self.session = session
         self.lease = lease
         self.probe_interval = probe_interval
@@ -82,6 +84,7 @@ class BackendPool:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await asyncio.gather(*(client.aclose() for client in self.clients.values()))
 
     # --- slots --------------------------------------------------------------------------------
 

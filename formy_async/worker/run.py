@@ -14,7 +14,7 @@ from arq import Retry
 
 from ..asset_refs import with_files
 from ..auth import sign_url
-from ..comfy.client import ComfyClient, PromptSocket, new_client_id, new_prompt_id
+from ..comfy.client import ComfyClient, PromptSocket, new_prompt_id
 from ..comfy.loaders import loader_models
 from ..comfy.messages import (
     ComfyMessage,
@@ -216,8 +216,8 @@ class JobRun:
         # the socket opens and the prompt's ids are recorded (for a next attempt to take it
         # over, should this worker be lost once it is queued) while the inputs go up: neither
         # handshake nor write waits for the other
-        prompt_id, client_id = new_prompt_id(), new_client_id()
-        opening = asyncio.ensure_future(self.comfy.open_socket(client_id))
+        prompt_id = new_prompt_id()
+        client_id, opening = self.comfy.socket_ahead()
         starting = asyncio.ensure_future(
             self.wc.lifecycle.start(self.job, prompt_id, client_id=client_id)
         )
