@@ -152,8 +152,9 @@ async def _store_output(
     data = await prefetch.take(ref)
     kind = media.kind_of(ref.filename, ref.format)
     content_type = media.content_type_of(filename)
-    size = await storage.put(output_key(job_id, filename), data, content_type)
-    info = await media.probe(data, kind)
+    size, info = await asyncio.gather(  # stored and probed at once: neither needs the other
+        storage.put(output_key(job_id, filename), data, content_type), media.probe(data, kind)
+    )
     return OutputFile(
         filename=filename,
         url=f"/api/jobs/{job_id}/outputs/{filename}",
