@@ -64,14 +64,20 @@ async def test_a_cached_output_node_is_left_to_history(comfy: ComfyClient) -> No
     assert again.entry() is None
 
 
-async def test_a_cached_node_that_feeds_others_is_no_reason_to_read_history(
-    comfy: ComfyClient,
-) -> None:
+async def rerun_with_new_save(comfy: ComfyClient) -> dict[str, Any]:
+    """A graph run once already, its save node changed: the save runs anew, the rest is cached."""
     colour = random.randrange(0xFFFFFF)
     await witnessed(comfy, graph(colour), None)
     again = graph(colour)
-    again["2"]["inputs"]["filename_prefix"] = "other"  # runs anew; the image node is cached
-    del again["3"]
+    again["2"]["inputs"]["filename_prefix"] = "other"
+    return again
+
+
+async def test_a_cached_node_that_feeds_others_is_no_reason_to_read_history(
+    comfy: ComfyClient,
+) -> None:
+    again = await rerun_with_new_save(comfy)
+    del again["3"]  # only the image node stays cached
     witness = await witnessed(comfy, again, None)
     assert witness.entry() is not None
 
@@ -79,10 +85,7 @@ async def test_a_cached_node_that_feeds_others_is_no_reason_to_read_history(
 async def test_a_cached_node_the_job_does_not_collect_is_no_reason_to_read_history(
     comfy: ComfyClient,
 ) -> None:
-    colour = random.randrange(0xFFFFFF)
-    await witnessed(comfy, graph(colour), None)
-    again = graph(colour)
-    again["2"]["inputs"]["filename_prefix"] = "other"  # the preview node stays cached
+    again = await rerun_with_new_save(comfy)  # the preview node stays cached
     witness = await witnessed(comfy, again, ["2"])
     assert witness.entry() is not None
 
