@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -26,71 +24,17 @@ from .messages import (
     parse_binary,
     parse_text,
 )
+from .sockets import PromptSocket, SpareSocket, new_client_id
 
 log = structlog.get_logger()
 
 _FEATURE_FLAGS = json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
 
 
-@dataclass
-class PromptSocket:
-    """A WebSocket open on ComfyUI, and the client id it was opened with."""
-
-    client_id: str
-    ws: aiohttp.ClientWebSocketResponse
-    gaps: int = 0  # times it dropped and was opened again: ComfyUI replays nothing it missed
-
-    async def aclose(self) -> None:
-        await self.ws.close()
-
-
 def new_prompt_id() -> str:
     """A prompt id every ComfyUI takes: since 0.25 a client's id must be a UUID in canonical
     lowercase hyphenated form (what `str(uuid4())` prints); older servers take any string."""
     return str(uuid.uuid4())
-
-
-#: how long a socket opened ahead waits for its prompt before it is opened anew (a server or
-#: proxy may drop a quiet socket; ComfyUI sends it every queue change meanwhile)
-SPARE_FOR = 20.0
-
-
-class _Spare:
-    """A socket opening (or open) for a prompt not yet queued."""
-
-    def __init__(self, comfy: ComfyClient) -> None:
-        self.client_id = new_client_id()
-        self.born = time.monotonic()
-        self.opening: asyncio.Future[PromptSocket] = asyncio.ensure_future(
-            comfy.open_socket(self.client_id)
-        )
-
-    def usable(self) -> bool:
-        """Fresh, and open or still opening (a failed one is opened anew by whoever asks)."""
-        if time.monotonic() - self.born > SPARE_FOR:
-            return False
-        if not self.opening.done():
-            return True
-        return self.opening.exception() is None and not self.opening.result().ws.closed
-
-    def discard(self, closing: set[asyncio.Future[None]]) -> None:
-        """Close it in the background (kept in `closing` until it is): nobody waits for that."""
-        task = asyncio.ensure_future(self.aclose())
-        closing.add(task)
-        task.add_done_callback(closing.discard)
-
-    async def aclose(self) -> None:
-        # a handshake cut off midway leaves its connection open: it is let finish, briefly
-        await asyncio.wait({self.opening}, timeout=2)
-        self.opening.cancel()
-        with contextlib.suppress(BaseException):
-            socket = await self.opening
-            await socket.aclose()
-
-
-def new_client_id() -> str:
-    """A WebSocket client id of a socket's own: ComfyUI sends a prompt's messages to it."""
-    return uuid.uuid4().hex
 
 
 class ComfyClient:
@@ -116,7 +60,7 @@ class ComfyClient:
         self._info: BackendInfo | None = None
         #: a socket of a fresh client id opened ahead for the next prompt (see `socket_ahead`)
         self._keeps_spare = spare_socket
-        self._spare: _Spare | None = None
+        self._spare: SpareSocket | None = None
         self._closing: set[asyncio.Future[None]] = set()  # stale spares, being closed
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -339,12 +283,12 @@ class ComfyClient:
             spare.discard(self._closing)
             spare = None
         if spare is None:
-            spare = _Spare(self)
+            spare = SpareSocket(self.open_socket)
         return spare.client_id, spare.opening
 
     def _replenish(self) -> None:
         if self._keeps_spare and self._spare is None:
-            self._spare = _Spare(self)
+            self._spare = SpareSocket(self.open_socket)
 
     async def aclose(self) -> None:
         """Close the socket kept for the next prompt."""

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from formy_async.comfy import client as comfy_client
+from formy_async.comfy import sockets
 from formy_async.comfy.client import ComfyClient, new_prompt_id
 from formy_async.comfy.messages import ExecutionStart
 from formy_async.simulator import SimulatorConfig, run_simulator
@@ -77,7 +77,7 @@ async def test_a_spare_kept_too_long_is_closed_and_not_used(
     spare = comfy._spare
     assert spare is not None
     stale = await spare.opening
-    monkeypatch.setattr(comfy_client, "SPARE_FOR", 0.0)
+    monkeypatch.setattr(sockets, "SPARE_FOR", 0.0)
     client_id, opening = comfy.socket_ahead()
     assert client_id != spare.client_id
     await (await opening).aclose()
