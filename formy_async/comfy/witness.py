@@ -12,6 +12,7 @@ failure's details come from history); for those, and after any gap, history is r
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .messages import (
@@ -78,9 +79,15 @@ class Witness:
         output nodes, or (none named) any node no other node reads, as output nodes are."""
         if self._outputs is not None:
             return node in self._outputs
-        return not any(
-            isinstance(value, list) and value and str(value[0]) == node
+        return node not in self._read
+
+    @functools.cached_property
+    def _read(self) -> set[str]:
+        """The nodes some other node of the graph takes an input from."""
+        return {
+            str(value[0])
             for other in self._graph.values()
             if isinstance(other, dict)
             for value in (other.get("inputs") or {}).values()
-        )
+            if isinstance(value, list) and value
+        }

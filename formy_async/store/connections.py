@@ -105,8 +105,7 @@ def redis_from_settings(settings: Settings, *, patient: bool = True) -> Redis:
         health_check_interval=15,
         **options,
     )
-    pool = client.connection_pool
-    pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
+    _pack(client)
     return client
 
 
@@ -114,13 +113,19 @@ async def pack_in_c(client: Redis) -> None:
     """Make a client made elsewhere (arq's) pack its commands in C (see _HiredisPacking): the
     connections it opened already are closed and dropped, the next ones are of the packing
     kind. Only while nothing else uses the client (at start-up)."""
+    if _pack(client):
+        await client.connection_pool.disconnect()
+        client.connection_pool.reset()  # type: ignore[no-untyped-call]
+
+
+def _pack(client: Redis) -> bool:
+    """Give the client's pool the packing kind of its connection class; False when it has no
+    such kind (a unix socket, an in-process fake) or has it already."""
     pool = client.connection_pool
     packed = _PACKED.get(pool.connection_class)
-    if packed is None:
-        return  # a unix socket or an in-process fake: left as it is
-    pool.connection_class = packed
-    await pool.disconnect()
-    pool.reset()  # type: ignore[no-untyped-call]
+    if packed is not None:
+        pool.connection_class = packed
+    return packed is not None
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:

@@ -136,6 +136,13 @@ async def test_a_restarted_backend_is_cold_again(make_stack: StackFactory, redis
     assert listed["backends"][0]["models"] == []
 
 
+async def settled(pool: pools.BackendPool, urls: list[str], models: frozenset[str]) -> None:
+    """Each of `urls` holds `models`, its load and run measured (2 s, 0.5 s)."""
+    for url in urls:
+        await pool.ran(url, models, None)
+        await pool.measured(url, switch=2.0, run=0.5)
+
+
 @contextlib.asynccontextmanager
 async def xl_busy_and_sd15_free(redis: Redis) -> AsyncIterator[tuple[pools.BackendPool, str]]:
     """A pool of two backends: a holds XL and runs a job, b holds SD 1.5 and is free."""
@@ -188,9 +195,7 @@ async def test_a_backend_switches_to_the_models_whose_backlog_drains_last(redis:
     specs = [BackendSpec(url=a, lookahead=0), BackendSpec(url=b, lookahead=0)]
     async with aiohttp.ClientSession() as http:
         pool = pools.BackendPool(redis, specs, http)
-        for url in (a, b):
-            await pool.ran(url, frozenset({XL}), None)
-            await pool.measured(url, switch=2.0, run=0.5)
+        await settled(pool, [a, b], frozenset({XL}))
         assert await pool.slots.acquire("busy", 0, [specs[0]]) == 0  # a runs an XL job
         sd_job = Job(id="wants-sd15", workflow="text_to_image", params={})
         for i in range(3):
@@ -264,11 +269,8 @@ async def test_a_job_queues_behind_a_switch_about_to_end_rather_than_a_longer_li
     specs = [BackendSpec(url=a, lookahead=1), BackendSpec(url=b, lookahead=1)]
     async with aiohttp.ClientSession() as http:
         pool = pools.BackendPool(redis, specs, http)
-        for url in (a, b):
-            await pool.ran(url, frozenset({SD15}), None)
-            await pool.measured(url, switch=2.0, run=0.5)
-        await pool.ran(a, frozenset({XL}), None)
-        await pool.measured(a, switch=2.0, run=0.5)  # a settled on XL
+        await settled(pool, [a, b], frozenset({SD15}))
+        await settled(pool, [a], frozenset({XL}))  # a settled on XL
         await pool.ran(b, frozenset({XL}), None)  # b began loading XL…
         await redis.hset(keys.backend_warm(b), "switched", repr(time.time() - 2.4))  # …2.4 s ago
         assert await pool.slots.acquire("on-a", 0, [specs[0]]) == 0
