@@ -16,6 +16,7 @@ trace keeps working while the code changes; `bench.rows_trace` reads the file.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import inspect
@@ -55,7 +56,7 @@ WORKER_SPANS = (
     ("formy_async.store.lifecycle:Lifecycle.output", "output_appended"),
     ("formy_async.store.lifecycle:Lifecycle.done", "done_appended"),
     ("formy_async.store.slots:Slots.release", "slot_released"),
-    ("formy_async.store.jobs:JobStore.append", "append"),
+    ("formy_async.store.jobs:JobStore.append_soon", "append"),
     ("arq.worker:Worker.run_job", "arq_run_job"),
     ("arq.worker:Worker.finish_job", "arq_finish_job"),
 )
@@ -117,12 +118,17 @@ def _span(recorder: Recorder, step: str, original: Callable[..., Any]) -> Callab
 
     @functools.wraps(original)
     def probe(*args: Any, **kwargs: Any) -> Any:
-        key = job_key(args, kwargs)
-        recorder.stamp(key, step, "b")
+        key, name = job_key(args, kwargs), _step_of(step, args)
+        recorder.stamp(key, name, "b")
+        result: Any = None
         try:
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
+            return result
         finally:
-            recorder.stamp(key, step, "e")
+            if isinstance(result, asyncio.Future):  # a write made now, done later: ends then
+                result.add_done_callback(lambda _: recorder.stamp(key, name, "e"))
+            else:
+                recorder.stamp(key, name, "e")
 
     return probe
 

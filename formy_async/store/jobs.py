@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from redis.asyncio import Redis
 from ..errors import JobNotFound, RateLimited, RedisUnavailable, TooManyJobs
 from ..models import EVENT_ADAPTER, FINAL_STATUSES, Event, Job
 from . import claims, counters, keys
+from .appends import Append, JobAppends
 from .connections import text
 from .queue import ENQUEUE_ARGS, ENQUEUE_KEYS, ENQUEUE_LUA, NO_RUN, QueueEntry
 from .scripts import Script
@@ -170,6 +172,7 @@ class JobStore:
         self.ttl = ttl
         self._append = Script(redis, _APPEND_KEYS, _APPEND_ARGS, _APPEND)
         self._create_claiming = claims.wrap(redis, _APPEND_KEYS, _APPEND_ARGS, _APPEND)
+        self._appends: dict[str, JobAppends] = {}  # by job id: see `append_soon`
         self._clock_offset = 0.0  # Redis's clock minus ours, in seconds
         self._clock_checked = -CLOCK_CHECK
 
@@ -243,15 +246,33 @@ class JobStore:
         no longer has `expect_seq` events (another event came first): nothing is written. A
         `deadline` works as for `create`.
         """
-        return await self._write(
+        deadline_ms = None if deadline is None else int(await self._redis_time(deadline) * 1000)
+        return await self.append_soon(job, event, deadline_ms=deadline_ms, expect_seq=expect_seq)
+
+    def append_soon(
+        self,
+        job: Job,
+        event: Event,
+        *,
+        deadline_ms: int | None = None,
+        expect_seq: int | None = None,
+    ) -> asyncio.Future[int]:
+        """`append`, taken now (`job` and `event` as they are) but written behind the job's
+        earlier appends, without waiting: the future holds the seq (see `store.appends`)."""
+        append = self._prepare(
             job,
             event,
             quota=None,
             queue=None,
             now=time.time(),
-            deadline=deadline,
+            deadline_ms=deadline_ms,
             expect_seq=expect_seq,
         )
+        appends = self._appends.get(job.id)
+        if appends is None:
+            appends = JobAppends(self.redis, self._append, lambda: self._forget(job.id))
+            self._appends[job.id] = appends
+        return appends.push(append)
 
     async def get_with_seq(self, job_ids: list[str]) -> list[tuple[Job, int] | None]:
         """Each job as stored with the number of its events, read together (for a write that
@@ -266,7 +287,34 @@ class JobStore:
             found.append(None if raw is None else (Job.model_validate_json(raw), int(seq)))
         return found
 
+    def _forget(self, job_id: str) -> None:
+        del self._appends[job_id]
+
     async def _write(
+        self,
+        job: Job,
+        event: Event,
+        *,
+        quota: Quota,
+        queue: QueueEntry | None,
+        now: float,
+        deadline: float | None = None,
+        claiming: claims.Claims | None = None,
+    ) -> int:
+        deadline_ms = None if deadline is None else int(await self._redis_time(deadline) * 1000)
+        script = self._append if claiming is None else self._create_claiming
+        append = self._prepare(
+            job,
+            event,
+            quota=quota,
+            queue=queue,
+            now=now,
+            deadline_ms=deadline_ms,
+            claiming=claiming,
+        )
+        return append.settle(await script.run(append.args))
+
+    def _prepare(
         self,
         job: Job,
         event: Event,
@@ -274,10 +322,11 @@ class JobStore:
         quota: Quota | None,
         queue: QueueEntry | None,
         now: float,
-        deadline: float | None = None,
+        deadline_ms: int | None,
         claiming: claims.Claims | None = None,
         expect_seq: int | None = None,
-    ) -> int:
+    ) -> Append:
+        """The script call that writes `job` and appends `event`, as they are now."""
         event.status = job.status
         event.progress = job.progress
         event.seq = 0
@@ -315,7 +364,7 @@ class JobStore:
             "now": repr(now),
             "user_limit": _limit(quota.jobs if quota else None),
             "minute_limit": _limit(quota.per_minute if quota else None),
-            "deadline_ms": "" if deadline is None else int(await self._redis_time(deadline) * 1000),
+            "deadline_ms": "" if deadline_ms is None else deadline_ms,
             "expect_seq": "" if expect_seq is None else expect_seq,
             **run.args,
         }
@@ -325,11 +374,15 @@ class JobStore:
             script = self._create_claiming
             script_keys.update(claiming.keys)
             script_args.update(claiming.args)
-        seq = claims.settled(await script(script_keys, script_args, extra_args=metric_args))
-        if seq == _TOO_LATE:
-            raise RedisUnavailable("Redis answered too late; nothing was done: try again")
-        event.seq = max(seq, 0)
-        return seq
+
+        def settle(reply: Any) -> int:
+            seq = claims.settled(reply)
+            if seq == _TOO_LATE:
+                raise RedisUnavailable("Redis answered too late; nothing was done: try again")
+            event.seq = max(seq, 0)
+            return seq
+
+        return Append(script.flat(script_keys, script_args, extra_args=metric_args), settle)
 
     async def events(self, job_id: str, after: int = 0, until: int = -1) -> list[str]:
         """Raw JSON of the events with seq in (after, until]; until=-1 means to the end."""

@@ -7,6 +7,8 @@ elsewhere, and nothing was written.
 
 from __future__ import annotations
 
+import asyncio
+
 from ..errors import FormyError, JobFault
 from ..models import (
     Cancelled,
@@ -58,27 +60,33 @@ class Lifecycle:
         event = Queued(job_id=job.id, position=position, eta_seconds=eta)
         return await self.store.append(job, event, expect_seq=seq) > 0
 
-    async def progress(self, job: Job, *, percent: int, step: NodeProgress) -> bool:
+    # A running attempt's events: each taken at once and written behind the job's earlier ones,
+    # without waiting; the future holds its seq (0: refused, the job was final already).
+
+    def progress(self, job: Job, *, percent: int, step: NodeProgress) -> asyncio.Future[int]:
         """A node started (0 of 1) or reported a step; the job is `percent` done."""
         job.progress, job.step = percent, step
-        return await self._record(job, Progress(job_id=job.id, **step.model_dump()))
+        return self.store.append_soon(job, Progress(job_id=job.id, **step.model_dump()))
 
-    async def preview(self, job: Job, *, node: str | None, url: str, content_type: str) -> bool:
+    def preview(
+        self, job: Job, *, node: str | None, url: str, content_type: str
+    ) -> asyncio.Future[int]:
         event = Preview(job_id=job.id, node=node, url=url, content_type=content_type)
-        return await self._record(job, event)
+        return self.store.append_soon(job, event)
 
-    async def output(self, job: Job, output: OutputFile, *, shown: OutputFile) -> bool:
+    def output(self, job: Job, output: OutputFile, *, shown: OutputFile) -> asyncio.Future[int]:
         """The job stored `output`; its event carries `shown` (the same with a signed URL)."""
         job.outputs.append(output)
-        return await self._record(job, Output(job_id=job.id, output=shown))
+        return self.store.append_soon(job, Output(job_id=job.id, output=shown))
 
-    async def done(
+    def done(
         self, job: Job, *, shown: list[OutputFile], texts: list[OutputText] | None = None
-    ) -> bool:
+    ) -> asyncio.Future[int]:
         """The job finished: its files (`shown`: with signed URLs) and its texts."""
         job.status, job.progress, job.finished_at = "done", 100, now()
         job.texts = list(texts or [])
-        return await self._record(job, Done(job_id=job.id, outputs=shown, texts=job.texts))
+        event = Done(job_id=job.id, outputs=shown, texts=job.texts)
+        return self.store.append_soon(job, event)
 
     async def fail(self, job: Job, error: FormyError) -> bool:
         job.status, job.finished_at = "failed", now()

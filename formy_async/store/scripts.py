@@ -27,6 +27,26 @@ class Script:
         self.source = "\n".join(preamble) + "\n" + body
         self._script = redis.register_script(self.source)
 
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
+    def flat(
+        self,
+        keys: Mapping[str, str],
+        args: Mapping[str, Any],
+        *,
+        extra_keys: Sequence[str] = (),
+        extra_args: Sequence[Any] = (),
+    ) -> list[Any]:
+        """EVALSHA's arguments after the sha: the number of keys, the keys, the arguments."""
+        if set(keys) != set(self.key_names) or set(args) != set(self.arg_names):
+            missing = (set(self.key_names) - set(keys)) | (set(self.arg_names) - set(args))
+            unknown = (set(keys) - set(self.key_names)) | (set(args) - set(self.arg_names))
+            raise TypeError(f"script called with missing {missing} or unknown {unknown} names")
+        named_keys = [*(keys[name] for name in self.key_names), *extra_keys]
+        return [len(named_keys), *named_keys, *(args[name] for name in self.arg_names), *extra_args]
+
     async def __call__(
         self,
         keys: Mapping[str, str],
@@ -35,11 +55,13 @@ class Script:
         extra_keys: Sequence[str] = (),
         extra_args: Sequence[Any] = (),
     ) -> Any:
-        if set(keys) != set(self.key_names) or set(args) != set(self.arg_names):
-            missing = (set(self.key_names) - set(keys)) | (set(self.arg_names) - set(args))
-            unknown = (set(keys) - set(self.key_names)) | (set(args) - set(self.arg_names))
-            raise TypeError(f"script called with missing {missing} or unknown {unknown} names")
-        return await self._script(
-            keys=[*(keys[name] for name in self.key_names), *extra_keys],
-            args=[*(args[name] for name in self.arg_names), *extra_args],
-        )
+        return await self.run(self.flat(keys, args, extra_keys=extra_keys, extra_args=extra_args))
+
+    async def run(self, flat: Sequence[Any]) -> Any:
+        """The script called with what `flat` made (registered again if Redis forgot it)."""
+        count = flat[0]
+        return await self._script(keys=flat[1 : count + 1], args=flat[count + 1 :])
+
+    async def load(self) -> None:
+        """Register the script again (Redis forgets them when it restarts)."""
+        await self._script.registered_client.script_load(self.source)

@@ -147,7 +147,7 @@ async def finish_from(app: web.Application, job: Job, leader: Job) -> bool:
     ]
     sign = signer(app)
     shown = [o.model_copy(update={"url": sign(o.url)}) for o in job.outputs]
-    finished = await app[LIFECYCLE].done(job, shown=shown, texts=leader.texts)
+    finished = await app[LIFECYCLE].done(job, shown=shown, texts=leader.texts) > 0
     if finished:
         await app[QUEUE].enqueue_webhook(job)
     return finished

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -91,12 +92,26 @@ class JobRun:
         self._last_preview = 0.0
         self._previews = 0
         self._limit: asyncio.Timeout | None = None
+        self._writes: deque[asyncio.Future[int]] = deque()  # its events on their way to Redis
 
     @staticmethod
     def recorded(appended: bool, job: Job) -> None:
         """Stop the attempt when its event was refused: the job is final elsewhere."""
         if not appended:
             raise JobFinalised(job.id)
+
+    def writing(self, write: asyncio.Future[int]) -> None:
+        """Go on while an event is written (in order, behind the earlier ones): the next
+        message need not wait for Redis. The attempt stops at the first event refused or
+        failed, as if it had waited for each."""
+        while self._writes and self._writes[0].done():
+            self.recorded(self._writes.popleft().result() > 0, self.job)
+        self._writes.append(write)
+
+    async def written(self) -> None:
+        """Every event so far is in the job's log (raises as `writing` would)."""
+        while self._writes:
+            self.recorded(await self._writes.popleft() > 0, self.job)
 
     # --- the attempt, raced against cancellation and the time limit ---------------------------
 
@@ -195,16 +210,17 @@ class JobRun:
             outputs = collect_outputs(prefetch, self.wc.storage, entry, self.workflow, self.job)
             async for output in outputs:
                 signed = self.signed(output)
-                recorded = await self.wc.lifecycle.output(self.job, output, shown=signed)
-                self.recorded(recorded, self.job)
+                self.writing(self.wc.lifecycle.output(self.job, output, shown=signed))
                 shown.append(signed)
+            # the last output's event and done go to Redis together
+            texts = collect_texts(entry, self.workflow)
+            self.writing(self.wc.lifecycle.done(self.job, shown=shown, texts=texts))
         finally:
-            await asyncio.gather(noting, return_exceptions=True)
+            await asyncio.gather(noting, *self._writes, return_exceptions=True)
             await prefetch.aclose()
             if queued.socket is not None:  # closed already, unless this ended before `follow`
                 await queued.socket.aclose()
-        texts = collect_texts(entry, self.workflow)
-        self.recorded(await self.wc.lifecycle.done(self.job, shown=shown, texts=texts), self.job)
+        await self.written()
         self.log.info(
             "job_done",
             outputs=len(self.job.outputs),
@@ -343,9 +359,7 @@ class JobRun:
             nodes_done=tracker.nodes_done,
             nodes_total=len(tracker.weights),
         )
-        self.recorded(
-            await self.wc.lifecycle.progress(self.job, percent=percent, step=step), self.job
-        )
+        self.writing(self.wc.lifecycle.progress(self.job, percent=percent, step=step))
 
     async def preview(self, message: PreviewImage) -> None:
         """Keep the latest preview in Redis and tell subscribers, at most once per interval."""
@@ -358,11 +372,10 @@ class JobRun:
             self.job.id, StoredPreview(data=message.data, content_type=message.content_type)
         )
         url = self.sign(f"/api/jobs/{self.job.id}/preview") + f"&n={self._previews}"
-        self.recorded(
-            await self.wc.lifecycle.preview(
+        self.writing(
+            self.wc.lifecycle.preview(
                 self.job, node=message.node, url=url, content_type=message.content_type
-            ),
-            self.job,
+            )
         )
 
     def sign(self, path: str) -> str:

@@ -143,7 +143,14 @@ async def collect_outputs(
     finally:
         for fetching in fetches:
             fetching.cancel()
-        await asyncio.gather(*fetches, return_exceptions=True)
+        # only those still running are waited for: a wait costs a turn of the event loop, and
+        # the caller's next write would go to Redis alone
+        running = [fetching for fetching in fetches if not fetching.done()]
+        for ended in fetches:
+            if ended.done() and not ended.cancelled():
+                ended.exception()  # seen, whether or not it was awaited above
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _store_output(
