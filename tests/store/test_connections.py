@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -57,5 +58,62 @@ async def test_a_client_made_elsewhere_packs_in_c_once_told_and_still_works(
         pool = client.connection_pool
         assert pool.connection_class is PackedConnection
         assert all(isinstance(c, PackedConnection) for c in pool._available_connections)
+    finally:
+        await client.aclose()
+
+
+async def _lent(client: Redis) -> PackedConnection:
+    """One connection of the client's pool, taken out of it, connected and idle."""
+    connection = await client.connection_pool.get_connection()
+    assert isinstance(connection, PackedConnection)
+    return connection
+
+
+@pytest.mark.redis
+async def test_an_idle_connection_is_fit_to_lend(redis_url: str) -> None:
+    client = redis_from_settings(Settings(redis_url=redis_url))  # type: ignore[arg-type]
+    try:
+        connection = await _lent(client)
+        assert await connection.can_read_destructive() is False
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_connection_with_an_unread_reply_is_stale(redis_url: str) -> None:
+    client = redis_from_settings(Settings(redis_url=redis_url))  # type: ignore[arg-type]
+    try:
+        connection = await _lent(client)
+        await connection.send_command("PING")  # its reply is never read
+        await asyncio.sleep(0.05)  # the event loop reads it off the socket
+        assert await connection.can_read_destructive() is True
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_connection_the_server_closed_is_stale(redis_url: str) -> None:
+    client = redis_from_settings(Settings(redis_url=redis_url))  # type: ignore[arg-type]
+    try:
+        connection = await _lent(client)
+        await connection.send_command("CLIENT", "ID")
+        client_id = await connection.read_response()
+        async with Redis.from_url(redis_url) as admin:
+            await admin.client_kill_filter(_id=client_id)
+        await asyncio.sleep(0.05)
+        assert await connection.can_read_destructive() is True
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_client_goes_on_after_the_server_closed_its_connection(redis_url: str) -> None:
+    client = redis_from_settings(Settings(redis_url=redis_url))  # type: ignore[arg-type]
+    try:
+        await client.set("k", "v")
+        async with Redis.from_url(redis_url) as admin:
+            await admin.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.05)
+        assert await client.get("k") == b"v"
     finally:
         await client.aclose()
