@@ -1,11 +1,10 @@
 """One job's event appends, written in the order they were made, those queued together at once.
 
-A worker follows a prompt message by message; waiting for each event's round trip to Redis
-would hold up the next message (the one saying an output is ready, say). So an append is taken
-when it is made (its job and event as they are then) and written behind the job's earlier ones
-by one task per job, which sends everything queued meanwhile in one round trip. Once a write
-fails, the ones queued behind it fail too, so that the log never holds a later event without an
-earlier one.
+An append is taken when it is made (its job and event as they are then) and written behind the
+job's earlier ones by one task per job, which sends everything queued meanwhile in one round
+trip: a job's last output and its done event, say, or whatever a caller makes while an earlier
+write is on its way. Once a write fails, the ones queued behind it fail too, so that the log
+never holds a later event without an earlier one.
 """
 
 from __future__ import annotations
