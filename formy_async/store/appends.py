@@ -24,6 +24,7 @@ from .scripts import Script
 class Append:
     """One script call, with what makes its reply the caller's answer."""
 
+    script: Script
     args: list[Any]  # EVALSHA's arguments after the sha (see Script.flat)
     settle: Callable[[Any], int]  # the reply → the seq (or raises)
     answer: asyncio.Future[int] = field(
@@ -34,9 +35,8 @@ class Append:
 class JobAppends:
     """The appends of one job on their way to Redis."""
 
-    def __init__(self, redis: Redis, script: Script, idle: Callable[[], None]) -> None:
+    def __init__(self, redis: Redis, idle: Callable[[], None]) -> None:
         self.redis = redis
-        self.script = script
         self._idle = idle  # called once nothing is queued or on its way
         self._queued: list[Append] = []
         self._task: asyncio.Task[None] | None = None
@@ -71,14 +71,15 @@ class JobAppends:
         lost = next((i for i, a in enumerate(answers) if isinstance(a, NoScriptError)), None)
         if lost is None:
             return answers
-        # Redis restarted and forgot the script: none from there on ran
-        await self.script.load()
+        # Redis restarted and forgot its scripts: none from there on ran
+        for script in {id(a.script): a.script for a in batch[lost:]}.values():
+            await script.load()
         return answers[:lost] + await self._evalsha(batch[lost:])
 
     async def _evalsha(self, batch: list[Append]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for append in batch:
-                pipe.execute_command("EVALSHA", self.script.sha, *append.args)
+                pipe.execute_command("EVALSHA", append.script.sha, *append.args)
             return list(await pipe.execute(raise_on_error=False))
 
 

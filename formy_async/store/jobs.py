@@ -270,7 +270,7 @@ class JobStore:
         )
         appends = self._appends.get(job.id)
         if appends is None:
-            appends = JobAppends(self.redis, self._append, lambda: self._forget(job.id))
+            appends = JobAppends(self.redis, lambda: self._forget(job.id))
             self._appends[job.id] = appends
         return appends.push(append)
 
@@ -302,7 +302,6 @@ class JobStore:
         claiming: claims.Claims | None = None,
     ) -> int:
         deadline_ms = None if deadline is None else int(await self._redis_time(deadline) * 1000)
-        script = self._append if claiming is None else self._create_claiming
         append = self._prepare(
             job,
             event,
@@ -312,7 +311,7 @@ class JobStore:
             deadline_ms=deadline_ms,
             claiming=claiming,
         )
-        return append.settle(await script.run(append.args))
+        return append.settle(await append.script.run(append.args))
 
     def _prepare(
         self,
@@ -382,7 +381,7 @@ class JobStore:
             event.seq = max(seq, 0)
             return seq
 
-        return Append(script.flat(script_keys, script_args, extra_args=metric_args), settle)
+        return Append(script, script.flat(script_keys, script_args, extra_args=metric_args), settle)
 
     async def events(self, job_id: str, after: int = 0, until: int = -1) -> list[str]:
         """Raw JSON of the events with seq in (after, until]; until=-1 means to the end."""

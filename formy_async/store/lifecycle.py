@@ -1,8 +1,8 @@
 """A job's state changes: each one sets the job's fields and records its event, together.
 
 The worker, the cancel route and crash recovery change jobs only through these methods. Each
-answers whether its event was recorded: False means the job had already reached a final state
-elsewhere, and nothing was written.
+answers whether its event was recorded: False (or a seq of 0, for the running attempt's events)
+means the job had already reached a final state elsewhere, and nothing was written.
 """
 
 from __future__ import annotations
