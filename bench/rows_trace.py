@@ -51,6 +51,8 @@ TIMELINE: tuple[tuple[str, str, str, str, str], ...] = (
     ("worker: execution_success seen", "worker", "comfy_success_seen", "", "first"),
     ("worker: executing null (done) seen", "worker", "comfy_done_seen", "", "first"),
     ("worker: history read", "worker", "history_read", "e", "first"),
+    ("ComfyUI: first /view arrived", "comfyui", "view_arrived", "", "first"),
+    ("ComfyUI: first /view answered", "comfyui", "view_answered", "", "first"),
     ("worker: first output fetched (/view)", "worker", "output_fetched", "e", "first"),
     ("worker: first output stored", "worker", "output_stored", "e", "first"),
     ("worker: first output probed", "worker", "output_probed", "e", "first"),
@@ -131,6 +133,10 @@ def _job_stamps(
         arrived, answered = trace["prompts"][prompt_id]
         stamps[("prompt_arrived", "")].append(arrived)
         stamps[("prompt_answered", "")].append(answered)
+    for filename, (arrived, answered) in trace.get("views", {}).items():
+        if filename.startswith(job_id):  # the worker names its outputs formy/<job id>_…
+            stamps[("view_arrived", "")].append(arrived)
+            stamps[("view_answered", "")].append(answered)
     ran = execution(history, prompt_id)
     if ran is not None:
         stamps[("execution_start", "")].append(ran[0])

@@ -1,7 +1,8 @@
 """The project's ComfyUI simulator in a process of its own: `python -m bench.sim --port P`.
 
 `--trace` adds what the peers row reads from ComfyUI's own side: the wall-clock time each
-`POST /prompt` arrived and was answered (queued), by prompt id, a count of every request by
+`POST /prompt` arrived and was answered (queued), by prompt id, the same for each `/view`, by
+filename, a count of every request by
 route, and how many models it had to load, at `GET /bench/trace` (`POST /bench/trace/reset`
 empties them). The simulator itself is not changed: the trace is one aiohttp middleware added
 in front of its routes, and a count around its model memory's loads.
@@ -25,6 +26,7 @@ from formy_async.simulator.state import SIMULATOR
 from .serving import serve_until_signal
 
 PROMPT_PATHS = frozenset({"/prompt", "/api/prompt"})
+VIEW_PATHS = frozenset({"/view", "/api/view"})
 
 
 class Trace:
@@ -33,6 +35,8 @@ class Trace:
     def __init__(self) -> None:
         #: prompt id → (time.time() the POST arrived, time.time() it was answered)
         self.prompts: dict[str, tuple[float, float]] = {}
+        #: `/view` filename → (time.time() the GET arrived, time.time() its handler returned)
+        self.views: dict[str, tuple[float, float]] = {}
         self.requests: Counter[str] = Counter()
         self.loads = 0  # models loaded that were not in memory: what a switch costs
 
@@ -50,15 +54,23 @@ class Trace:
                 prompt_id = json.loads(body).get("prompt_id")
                 if isinstance(prompt_id, str):
                     self.prompts[prompt_id] = (arrived, time.time())
+        elif request.path in VIEW_PATHS and "filename" in request.query:
+            self.views[request.query["filename"]] = (arrived, time.time())
         return response
 
     async def show(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"prompts": self.prompts, "requests": dict(self.requests), "loads": self.loads}
+            {
+                "prompts": self.prompts,
+                "views": self.views,
+                "requests": dict(self.requests),
+                "loads": self.loads,
+            }
         )
 
     async def reset(self, request: web.Request) -> web.Response:
         self.prompts.clear()
+        self.views.clear()
         self.requests.clear()
         self.loads = 0
         return web.Response(status=204)
