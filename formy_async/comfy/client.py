@@ -49,11 +49,16 @@ class ComfyClient:
         idle_check: float = 10,
         reconnect_tries: int = 6,
         spare_socket: bool = False,
+        sockets: aiohttp.ClientSession | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         #: the URL without credentials: the only form errors and logs show
         self.label = without_credentials(self.base_url)
         self.session = session
+        #: where its WebSockets open (default `session`). aiohttp opens a socket on an idle
+        #: kept-alive connection and never gives it back, so a socket opened ahead on the HTTP
+        #: session leaves the next `/view` or `POST /prompt` a new TCP connection to make.
+        self.sockets = session if sockets is None else sockets
         self.timeout = aiohttp.ClientTimeout(total=request_timeout)
         self.idle_check = idle_check
         self.reconnect_tries = reconnect_tries
@@ -239,7 +244,7 @@ class ComfyClient:
     async def _connect(self, client_id: str) -> aiohttp.ClientWebSocketResponse:
         url = self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
         try:
-            ws = await self.session.ws_connect(
+            ws = await self.sockets.ws_connect(
                 url, timeout=aiohttp.ClientWSTimeout(ws_close=5), heartbeat=30, max_msg_size=0
             )
             await ws.send_str(_FEATURE_FLAGS)

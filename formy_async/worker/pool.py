@@ -47,13 +47,15 @@ class BackendPool:
         specs: list[BackendSpec],
         session: aiohttp.ClientSession,
         *,
+        sockets: aiohttp.ClientSession | None = None,
         lease: float = 15,
         probe_interval: float = 5,
     ) -> None:
         self.redis = redis
         self.specs = specs
         self.clients = {
-            spec.url: ComfyClient(spec.url, session, spare_socket=True) for spec in specs
+            spec.url: ComfyClient(spec.url, session, spare_socket=True, sockets=sockets)
+            for spec in specs
         }
         self.session = session
         self.lease = lease

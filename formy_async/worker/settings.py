@@ -62,11 +62,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     if ctx.get("configure_logging", True):
         setup_logging(settings.log_format, settings.log_level)
     exits = ctx["formy_exits"] = contextlib.AsyncExitStack()
-    http = await exits.enter_async_context(
-        aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+    http, sockets = [
+        await exits.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+            )
         )
-    )
+        for _ in range(2)  # HTTP calls keep their connections; ComfyUI sockets open their own
+    ]
     redis = ctx["redis"]
     await pack_in_c(redis)
     storage = storage_from_settings(settings)
@@ -80,6 +83,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         redis,
         settings.backends,
         http,
+        sockets=sockets,
         lease=settings.lease_ttl,
         probe_interval=settings.pool_probe_interval,
     )

@@ -111,3 +111,25 @@ async def test_without_spares_nothing_is_opened_ahead() -> None:
         _, opening = client.socket_ahead()
         await (await opening).aclose()
         assert client._spare is None
+
+
+async def test_sockets_of_their_own_leave_http_calls_their_kept_alive_connection() -> None:
+    opened: list[None] = []
+    tracing = aiohttp.TraceConfig()
+
+    async def connected(*_: Any) -> None:
+        opened.append(None)
+
+    tracing.on_connection_create_end.append(connected)
+    async with (
+        run_simulator(SimulatorConfig(step_delay=0.001)) as url,
+        aiohttp.ClientSession(trace_configs=[tracing]) as http,
+        aiohttp.ClientSession() as own,
+    ):
+        client = ComfyClient(url, http, spare_socket=True, sockets=own)
+        await run_one(client)  # its spare for the next prompt opens meanwhile
+        await asyncio.sleep(0.2)
+        before = len(opened)
+        await client.system_stats()
+        await client.aclose()
+    assert before == 1 and len(opened) == 1  # the one HTTP connection is still there to reuse
