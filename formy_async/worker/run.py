@@ -392,11 +392,12 @@ class JobRun:
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     """arq entry point: run the job with this id to its final state; returns that state."""
     wc = WorkerContext.of(ctx)
-    job = await wc.store.get(job_id)
+    # read together: the run's place in the fair line needs only its id
+    job, fair = await asyncio.gather(wc.store.get(job_id), wc.queue.fair_place(job_id))
     if not job.is_final:
         structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow, user=job.user)
         try:
-            await _attempt(wc, job)
+            await _attempt(wc, job, fair)
         finally:
             structlog.contextvars.unbind_contextvars("job_id", "workflow", "user", "backend")
     final = await wc.store.get(job_id)  # as stored: it may have been finalised elsewhere
@@ -419,7 +420,7 @@ def _given_up(wc: WorkerContext, job: Job) -> FormyError | None:
     return None
 
 
-async def _attempt(wc: WorkerContext, job: Job) -> None:
+async def _attempt(wc: WorkerContext, job: Job, fair: float | None) -> None:
     max_attempts = wc.settings.job_max_attempts
     job.attempt += 1
     workflow = (
@@ -434,7 +435,6 @@ async def _attempt(wc: WorkerContext, job: Job) -> None:
         log.warning("job_failed", code=reason.code, error=reason.message)
         return
     run: JobRun | None = None
-    fair = await wc.queue.fair_place(job.id)
     resuming = await resumable(wc.pool.clients, job)
     models = _models(job, workflow)
     try:
