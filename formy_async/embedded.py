@@ -1,4 +1,9 @@
-"""The whole stack in one process: fake Redis, simulator, web app and arq worker."""
+"""The whole stack in one process: fake Redis, simulator, web app and arq worker.
+
+The fake Redis and the simulator are imported only when the run uses them: pointed at a
+Redis and a ComfyUI, this is web and worker in one process, and their code is memory the
+process would hold for nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import arq.worker
 import structlog
@@ -26,12 +30,10 @@ from .cli import LISTEN_ERRNOS, listen_problem
 from .heap import freeze_startup_heap
 from .models import without_credentials
 from .settings import Settings
-from .simulator import SimulatorConfig, run_simulator
-from .store.connections import arq_pool, fake_redis, redis_from_settings
+from .store.connections import fake_redis, redis_from_settings
 from .web.app import create_app
 from .web.serving import app_runner
-from .worker.process import FormyWorker, supervise
-from .worker.settings import worker_kwargs
+from .worker.process import running_worker
 
 log = structlog.get_logger()
 
@@ -63,6 +65,8 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         )
     async with contextlib.AsyncExitStack() as stack:
         if settings.uses_embedded_redis():
+            from unittest import mock
+
             from fakeredis import FakeServer
 
             # one in-process server shared by every client: fakeredis's TCP server is slow
@@ -77,6 +81,8 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         stack.push_async_callback(redis.aclose)
         stack.push_async_callback(worker_redis.aclose)
         if settings.uses_embedded_comfyui():
+            from .simulator import SimulatorConfig, run_simulator
+
             config = SimulatorConfig(
                 step_delay=settings.simulator_step_delay,
                 comfyui_version=settings.simulator_comfyui_version,
@@ -88,27 +94,12 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
-        options = worker_kwargs(settings, configure_logging=False)
-        del options["redis_settings"]
-        # the worker closes its pool when it stops, so it gets a client of its own
-        worker = FormyWorker(**options, redis_pool=arq_pool(worker_redis), handle_signals=False)
-        worker_task = asyncio.create_task(supervise(worker), name="arq-worker")
-        stack.push_async_callback(_stop_worker, worker, worker_task)
+        # a development stack stops at once: its running jobs are handed back
+        worker = await stack.enter_async_context(running_worker(settings, worker_redis, grace=0))
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
         yield Stack(
             url=f"http://{host}:{settings.port}", settings=settings, redis=redis, worker=worker
         )
-
-
-async def _stop_worker(worker: arq.worker.Worker, task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    for job_task in worker.tasks.values():
-        job_task.cancel()
-    await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
-    worker.tasks.clear()  # close() gathers them again and would re-raise their cancellation
-    await worker.close()  # runs on_shutdown and closes the worker's pool
 
 
 async def serve(settings: Settings) -> None:

@@ -16,7 +16,15 @@ from .conftest import ROOT
 
 SECRET = "s" * 48
 #: what neither process may hold once started with the default (local) storage
-NEVER = {"aiobotocore", "botocore", "av", "formy_async.simulator", "rich.progress"}
+NEVER = {
+    "aiobotocore",
+    "botocore",
+    "av",
+    "formy_async.simulator",
+    "fakeredis",
+    "unittest.mock",
+    "rich.progress",
+}
 
 WEB = """
 from formy_async.settings import Settings
@@ -28,6 +36,13 @@ from formy_async.settings import Settings
 from formy_async.worker.process import FormyWorker
 from formy_async.worker.settings import worker_kwargs
 worker_kwargs(Settings())
+"""
+#: `formy-async run` pointed at a Redis and a ComfyUI: web and worker in one process
+RUN = """
+from formy_async.settings import Settings
+from formy_async.web.app import create_app
+import formy_async.embedded
+create_app(Settings())
 """
 
 
@@ -55,7 +70,7 @@ def held(modules: set[str], names: set[str]) -> set[str]:
     return {n for n in names if n in modules or any(m.startswith(n + ".") for m in modules)}
 
 
-@pytest.mark.parametrize(("process", "code"), [("web", WEB), ("worker", WORKER)])
+@pytest.mark.parametrize(("process", "code"), [("web", WEB), ("worker", WORKER), ("run", RUN)])
 def test_a_process_starts_without_what_it_does_not_use(process: str, code: str) -> None:
     assert held(loaded_after(code), NEVER) == set(), process
 

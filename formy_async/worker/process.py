@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import structlog
 from arq.worker import Worker
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ..heap import freeze_startup_heap
 from ..logs import setup_logging
 from ..settings import Settings
+from ..store.connections import arq_pool
 from ..store.queue import RunQueue
 from .settings import worker_kwargs
 
@@ -133,6 +135,39 @@ async def supervise(worker: Worker) -> None:
             log.warning("worker_redis_lost", error=str(exc), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, redis: Redis, *, grace: float | None = None
+) -> AsyncIterator[FormyWorker]:
+    """A worker in this process's loop, beside its other work (`formy-async run`, and the web
+    process with FORMY_WEB_WORKER), on a Redis client of its own (it closes it when it stops).
+
+    On exit it takes no more jobs, lets the running ones finish for `grace` seconds (default
+    FORMY_SHUTDOWN_GRACE) and hands the rest back, as a worker process does on SIGTERM.
+    """
+    options = worker_kwargs(settings, configure_logging=False)
+    del options["redis_settings"]
+    worker = FormyWorker(**options, redis_pool=arq_pool(redis), handle_signals=False)
+    task = asyncio.create_task(supervise(worker), name="arq-worker")
+    try:
+        yield worker
+    finally:
+        worker.allow_pick_jobs = False
+        wait = settings.shutdown_grace if grace is None else grace
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running and wait > 0:
+            log.info("worker_stopping", running=len(running), grace=wait)
+            await asyncio.wait(running, timeout=wait)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for job_task in worker.tasks.values():
+            job_task.cancel()  # arq puts a cancelled run back in the queue
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()  # close() gathers them again and would re-raise their cancellation
+        await worker.close()  # runs on_shutdown and closes the worker's pool
 
 
 def run_worker_process(settings: Settings) -> None:
