@@ -192,6 +192,11 @@ class Settings(BaseSettings):
     workflows_dir: Path = Field(Path("workflows"), description="The workflow catalogue.")
 
     max_jobs: int = Field(50, ge=1, description="Jobs one worker process runs at once.")
+    web_worker: bool = Field(
+        False,
+        description="The web process runs a worker too: web and worker in one process, for a "
+        "small deployment (their libraries are held once, not twice).",
+    )
     worker_poll_delay: float = Field(
         0.5,
         gt=0,

@@ -1,4 +1,5 @@
-"""The stack as the Procfile runs it: separate server, worker and simulator processes."""
+"""The stack as the Procfile runs it: separate server, worker and simulator processes; and the
+web process running the worker itself (FORMY_WEB_WORKER)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -51,31 +53,31 @@ async def process(*argv: str, env: dict[str, str], ready_url: str) -> AsyncItera
                 await proc.wait()
 
 
-async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> None:
-    sim_port, web_port = free_port(), free_port()
-    env = {
+def stack_env(redis_url: str, storage: Path, sim_port: int, web_port: int) -> dict[str, str]:
+    return {
         **os.environ,
         "REDIS_URL": redis_url,
         "COMFYUI_URL": f"http://127.0.0.1:{sim_port}",
         "PORT": str(web_port),
         "HOST": "127.0.0.1",
-        "FORMY_STORAGE_DIR": str(tmp_path),
+        "FORMY_STORAGE_DIR": str(storage),
         "FORMY_WORKER_POLL_DELAY": "0.02",
         "SECRET_KEY": TEST_SECRET,
     }
+
+
+def simulator(port: int, env: dict[str, str], step_delay: float) -> Any:
+    argv = ["simulator", "--port", str(port), "--step-delay", str(step_delay)]
+    ready = f"http://127.0.0.1:{port}/system_stats"
+    return process(str(BIN / "formy-async"), *argv, env=env, ready_url=ready)
+
+
+async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> None:
+    sim_port, web_port = free_port(), free_port()
+    env = stack_env(redis_url, tmp_path, sim_port, web_port)
     base = f"http://127.0.0.1:{web_port}"
-    sim = f"http://127.0.0.1:{sim_port}"
     async with (
-        process(
-            str(BIN / "formy-async"),
-            "simulator",
-            "--port",
-            str(sim_port),
-            "--step-delay",
-            "0.01",
-            env=env,
-            ready_url=sim + "/system_stats",
-        ),
+        simulator(sim_port, env, 0.01),
         process(sys.executable, "server.py", env=env, ready_url=base + "/readyz"),
         process(
             str(BIN / "arq"), "worker_settings.WorkerSettings", env=env, ready_url=base + "/healthz"
@@ -87,3 +89,68 @@ async def test_separate_processes_run_a_job(redis_url: str, tmp_path: Path) -> N
         )
         events = await follow(session, base, job["id"], timeout=30)
     assert events[-1]["type"] == "done"
+
+
+async def test_a_web_process_with_a_worker_is_the_whole_service(
+    redis_url: str, tmp_path: Path
+) -> None:
+    sim_port, web_port = free_port(), free_port()
+    env = {**stack_env(redis_url, tmp_path, sim_port, web_port), "FORMY_WEB_WORKER": "true"}
+    base = f"http://127.0.0.1:{web_port}"
+    async with (
+        simulator(sim_port, env, 0.01),
+        process(sys.executable, "server.py", env=env, ready_url=base + "/readyz"),
+        api_session() as session,
+    ):
+        job = await submit(session, base, prompt="a red fox", steps=3, width=64, height=64)
+        events = await follow(session, base, job["id"], timeout=30)
+    assert events[-1]["type"] == "done"
+
+
+async def test_a_stopping_web_worker_lets_its_running_job_finish(
+    redis_url: str, tmp_path: Path
+) -> None:
+    sim_port, web_port = free_port(), free_port()
+    env = stack_env(redis_url, tmp_path, sim_port, web_port)
+    base = f"http://127.0.0.1:{web_port}"
+    web = (sys.executable, "server.py")
+    async with simulator(sim_port, env, 0.05), api_session() as session:
+        with_worker = {**env, "FORMY_WEB_WORKER": "true", "FORMY_SHUTDOWN_GRACE": "20"}
+        async with process(*web, env=with_worker, ready_url=base + "/readyz"):
+            job = await submit(session, base, prompt="a fox", steps=40, width=64, height=64)
+            async with session.ws_connect(f"{base}/ws") as ws:
+                await ws.send_json({"type": "subscribe", "job_id": job["id"]})
+                async with asyncio.timeout(20):
+                    while (await ws.receive_json()).get("type") != "progress":
+                        pass
+        # stopped mid-job, it finished the job first: a web process with no worker shows it
+        async with process(*web, env=env, ready_url=base + "/readyz"):
+            events = await follow(session, base, job["id"], timeout=10)
+    kinds = [event["type"] for event in events]
+    assert kinds.count("started") == 1 and kinds[-1] == "done"
+
+
+async def test_a_stopping_web_worker_hands_its_running_job_back(
+    redis_url: str, tmp_path: Path
+) -> None:
+    sim_port, web_port = free_port(), free_port()
+    env = {
+        **stack_env(redis_url, tmp_path, sim_port, web_port),
+        "FORMY_WEB_WORKER": "true",
+        "FORMY_SHUTDOWN_GRACE": "0",  # it does not wait for the job
+    }
+    base = f"http://127.0.0.1:{web_port}"
+    web = (sys.executable, "server.py")
+    async with simulator(sim_port, env, 0.05), api_session() as session:
+        async with process(*web, env=env, ready_url=base + "/readyz"):
+            job = await submit(session, base, prompt="a fox", steps=40, width=64, height=64)
+            async with session.ws_connect(f"{base}/ws") as ws:
+                await ws.send_json({"type": "subscribe", "job_id": job["id"]})
+                async with asyncio.timeout(20):
+                    while (await ws.receive_json()).get("type") != "progress":
+                        pass
+        # stopped mid-job; the next web process's worker takes it up and finishes it
+        async with process(*web, env=env, ready_url=base + "/readyz"):
+            events = await follow(session, base, job["id"], timeout=40)
+    kinds = [event["type"] for event in events]
+    assert kinds.count("started") == 2 and kinds[-1] == "done"  # begun again, and finished
