@@ -25,6 +25,8 @@ from .clients import SECRET_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+#: the interpreter of every process a row starts: the bench's own until `bench.run` sets the
+#: production install's (bench.service)
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 LOG_DIR = Path(tempfile.mkdtemp(prefix="formy-bench-logs-"))
@@ -177,23 +179,36 @@ async def start_worker(
     env: dict[str, str], redis_url: str, within: float = 20.0, argv: list[str] | None = None
 ) -> Proc:
     """A `formy-async worker` (or `argv`); ready once its heartbeat key appears in Redis."""
-    from redis.asyncio import Redis
-
     env = dict(env)
     argv = _diagnosed("worker", argv, env)
     proc = Proc("worker", argv or [PYTHON, "-m", "formy_async", "worker"], env)
+    await _worker_beats(proc, redis_url, within)
+    return proc
+
+
+async def start_web_worker(port: int, env: dict[str, str], redis_url: str) -> Proc:
+    """`python server.py` with FORMY_WEB_WORKER: the whole service in one process."""
+    proc = await start_web(port, {**env, "FORMY_WEB_WORKER": "true"})
+    await _worker_beats(proc, redis_url, 20.0)
+    return proc
+
+
+async def _worker_beats(proc: Proc, redis_url: str, within: float) -> None:
+    """Returns once a worker's heartbeat key is in Redis; raises if `proc` exits first."""
+    from redis.asyncio import Redis
+
     redis = Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             if not proc.alive():
-                raise RuntimeError(f"worker exited:\n{proc.tail()}")
+                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
             if await redis.keys("formy:worker:*"):
-                return proc
+                return
             await asyncio.sleep(0.1)
     finally:
         await redis.aclose()
-    raise RuntimeError(f"worker did not start within {within}s:\n{proc.tail()}")
+    raise RuntimeError(f"{proc.name}'s worker did not start within {within}s:\n{proc.tail()}")
 
 
 async def start_module(name: str, module: str, port: int, *args: str, path: str = "/") -> Proc:

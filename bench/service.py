@@ -1,0 +1,58 @@
+"""The project as a production install has it (`.[server]`), for the processes the bench measures.
+
+The development install carries what the tests need (moto, playwright, schemathesis, …), and
+some of it reaches the service's processes too: PyJWT loads `cryptography` whenever it is
+installed, ~9 MB of every process's RSS that no deployment has. So every process a row starts
+runs in a virtualenv holding the server extra only, built on first use under the bench cache
+(beside comfy-api-proxy's, see `bench.proxy`), named by a hash of `pyproject.toml` and of where
+the tree is, and installed editable: it runs this tree's code as it is now. `pip freeze` of it
+is kept beside, so that the figures name exactly what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .procs import ROOT
+from .proxy import cache_dir
+
+
+def venv_dir() -> Path:
+    key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode())
+    return cache_dir() / f"formy-async-server-{key.hexdigest()[:12]}"
+
+
+def python() -> Path:
+    return venv_dir() / "bin" / "python"
+
+
+def _build(target: Path) -> None:
+    """Create the venv and install the project's server extra; `freeze.txt` is written last and
+    marks a finished build, so a build cut short is started over next time."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    base = getattr(sys, "_base_executable", sys.executable)  # none of the dev venv's packages
+    subprocess.run([base, "-m", "venv", str(target)], check=True)
+    pip = [str(target / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[server]"], check=True)
+    freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True)
+    (target / "freeze.txt").write_text(freeze.stdout)
+
+
+async def ensure_installed() -> Path:
+    """The production install's interpreter, building its venv first when it is not there yet."""
+    if not python().exists() or not (venv_dir() / "freeze.txt").exists():
+        print(f"  installing formy-async[server] into {venv_dir()} …", file=sys.stderr, flush=True)
+        await asyncio.to_thread(_build, venv_dir())
+    return python()
+
+
+def installed() -> list[str]:
+    """`pip freeze` of that venv: the exact versions that ran."""
+    path = venv_dir() / "freeze.txt"
+    return path.read_text().split() if path.exists() else []
