@@ -28,8 +28,9 @@ from .peers_v2 import FormyV2
 from .rows_events import _summarise, flush
 from .stats import percentile
 
-#: formy_v2 is formy-async driven through its Comfy API v2 routes, as the proxy is
-SYSTEMS = ("direct", "proxy", "formy", "formy_v2")
+#: formy_v2 is formy-async driven through its Comfy API v2 routes, as the proxy is; formy_one is
+#: formy-async as one process (the web running the worker, FORMY_WEB_WORKER), as the proxy runs
+SYSTEMS = ("direct", "proxy", "formy", "formy_v2", "formy_one")
 #: the busy backlog: jobs of about BUSY_JOB_S seconds (sampler steps × peer_step_delay), all
 #: submitted at once; the proxy is left out (it is not what the target compares against)
 BUSY_JOBS = 6
@@ -53,9 +54,13 @@ async def _start(cfg: Config, name: str, comfyui: str) -> tuple[dict[str, procs.
         client = ApiProxy(f"http://127.0.0.1:{port}", cfg.peer_steps)
         return {"proxy": await proxy.start(port, comfyui)}, client
     env = procs.formy_env(cfg.redis_url, comfyui)
+    base = f"http://127.0.0.1:{port}"
+    if name == "formy_one":
+        return {"web": await procs.start_web_worker(port, env, cfg.redis_url)}, Formy(
+            base, cfg.peer_steps
+        )
     web = await procs.start_web(port, env)
     worker = await procs.start_worker(env, cfg.redis_url)
-    base = f"http://127.0.0.1:{port}"
     ours = FormyV2(base, cfg.peer_steps) if name == "formy_v2" else Formy(base, cfg.peer_steps)
     return {"web": web, "worker": worker}, ours
 

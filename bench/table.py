@@ -161,6 +161,7 @@ def _peer_cell(summary: dict[str, Any] | None, key: str, unit: str, digits: int 
 def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
     _peers_ours(r, lines, verdicts)
     _peers_v2(r, lines, verdicts)
+    _peers_one(r, lines, verdicts)
 
 
 def _peers_ours(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
@@ -236,6 +237,35 @@ def _peers_v2(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) ->
     lines.append(("", "GPU idle between prompts, backlog p50", _cell(v2, "idle_p50", "ms"),
                   "proxy " + _cell(prox, "idle_p50", "ms"), ratio("idle_p50"), "",
                   ""))  # fmt: skip
+
+
+def _peers_one(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
+    """formy-async as one process (FORMY_WEB_WORKER), as the proxy runs, against the proxy."""
+    one, prox = r.get("formy_one"), r.get("proxy")
+    if one is None:
+        return
+
+    def ratio(key: str) -> str:
+        return _ratio(_med(one, key), _med(prox, key), 2, "× proxy")
+
+    for q in ("p50", "p95"):
+        key = f"overhead_{q}"
+        ok = _check(_med(one, key) - _med(prox, key), lambda x: x <= 0)
+        lines.append(("one process vs proxy" if q == "p50" else "",
+                      f"overhead over execution {q}", _cell(one, key, "ms"),
+                      "proxy " + _cell(prox, key, "ms"), ratio(key), "≤ proxy",
+                      _verdict(ok)))  # fmt: skip
+        verdicts[f"one_overhead_{q}_le_proxy"] = ok
+    for key, label, unit in (
+        ("cpu_ms", "CPU per job, service processes", "ms"),
+        ("idle_rss_mb", "RSS idle", "MB"),
+        ("backlog_rss_mb", "RSS peak under the backlog", "MB"),
+    ):
+        ok = _check(_med(one, key) / _med(prox, key), lambda x: x <= 1.5)
+        lines.append(("", label, _peer_cell(one, key, unit),
+                      "proxy " + _peer_cell(prox, key, unit), ratio(key), "≤ 1.5× proxy",
+                      _verdict(ok)))  # fmt: skip
+        verdicts[f"one_{key}_le_1_5x_proxy"] = ok
 
 
 def _trace(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
