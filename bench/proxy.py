@@ -34,26 +34,35 @@ def executable() -> Path:
     return venv_dir() / "bin" / "comfy-api-proxy"
 
 
-def _build(target: Path) -> None:
-    """Create the venv and install the proxy; `freeze.txt` is written last and marks a
-    finished build, so a build cut short is started over next time."""
+def build_venv(target: Path, *install: str) -> None:
+    """Create a venv at `target` with the base interpreter (none of the project venv's packages)
+    and `pip install` `install` into it; `freeze.txt` is written last and marks a finished
+    build, so a build cut short is started over next time."""
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # the base interpreter, not the project's venv: the proxy must see none of its packages
     base = getattr(sys, "_base_executable", sys.executable)
     subprocess.run([base, "-m", "venv", str(target)], check=True)
     pip = [str(target / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--quiet", PACKAGE], check=True)
+    subprocess.run([*pip, "install", "--quiet", *install], check=True)
     freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True)
     (target / "freeze.txt").write_text(freeze.stdout)
 
 
+def _built(target: Path, command: Path) -> bool:
+    return command.exists() and (target / "freeze.txt").exists()
+
+
+async def ensure_venv(target: Path, command: Path, *install: str) -> Path:
+    """`command` inside the venv at `target`, building the venv first when it is not there."""
+    if not _built(target, command):
+        print(f"  installing {' '.join(install)} into {target} …", file=sys.stderr, flush=True)
+        await asyncio.to_thread(build_venv, target, *install)
+    return command
+
+
 async def ensure_installed() -> Path:
     """The proxy's command, building its venv first when it is not there yet."""
-    if not executable().exists() or not (venv_dir() / "freeze.txt").exists():
-        print(f"  installing {PACKAGE} into {venv_dir()} …", file=sys.stderr, flush=True)
-        await asyncio.to_thread(_build, venv_dir())
-    return executable()
+    return await ensure_venv(venv_dir(), executable(), PACKAGE)
 
 
 def installed() -> list[str]:

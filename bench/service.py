@@ -11,15 +11,11 @@ is kept beside, so that the figures name exactly what ran.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from .procs import ROOT
-from .proxy import cache_dir
+from .proxy import cache_dir, ensure_venv
 
 
 def venv_dir() -> Path:
@@ -31,25 +27,9 @@ def python() -> Path:
     return venv_dir() / "bin" / "python"
 
 
-def _build(target: Path) -> None:
-    """Create the venv and install the project's server extra; `freeze.txt` is written last and
-    marks a finished build, so a build cut short is started over next time."""
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    base = getattr(sys, "_base_executable", sys.executable)  # none of the dev venv's packages
-    subprocess.run([base, "-m", "venv", str(target)], check=True)
-    pip = [str(target / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "--quiet", "-e", f"{ROOT}[server]"], check=True)
-    freeze = subprocess.run([*pip, "freeze"], check=True, capture_output=True, text=True)
-    (target / "freeze.txt").write_text(freeze.stdout)
-
-
 async def ensure_installed() -> Path:
     """The production install's interpreter, building its venv first when it is not there yet."""
-    if not python().exists() or not (venv_dir() / "freeze.txt").exists():
-        print(f"  installing formy-async[server] into {venv_dir()} …", file=sys.stderr, flush=True)
-        await asyncio.to_thread(_build, venv_dir())
-    return python()
+    return await ensure_venv(venv_dir(), python(), "-e", f"{ROOT}[server]")
 
 
 def installed() -> list[str]:

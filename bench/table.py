@@ -6,6 +6,7 @@ Each figure is the median over the repeated runs, with the min–max spread in p
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from .stats import fmt
@@ -158,6 +159,50 @@ def _peer_cell(summary: dict[str, Any] | None, key: str, unit: str, digits: int 
     return "—" if math.isnan(_med(summary, key)) else _cell(summary, key, unit, digits)
 
 
+#: a figure of one system's cost, held to 1.5x the proxy's: (key, label, unit)
+_COSTS = (
+    ("cpu_ms", "CPU per job, service processes", "ms"),
+    ("idle_rss_mb", "RSS idle", "MB"),
+    ("backlog_rss_mb", "RSS peak under the backlog", "MB"),
+)
+
+
+@dataclass
+class _AgainstProxy:
+    """Lines of one system's figures against the proxy's, and their verdicts (`prefix`_…)."""
+
+    ours: Any
+    prox: Any
+    lines: list[Line]
+    verdicts: dict[str, Any]
+    baseline: Any  # the baseline column, given how to show one system's figure
+    prefix: str
+
+    def ratio(self, key: str) -> str:
+        return _ratio(_med(self.ours, key), _med(self.prox, key), 2, "× proxy")
+
+    def overheads(self, *, strict: bool = False, row: str = "") -> None:
+        """Overhead p50 and p95: at or below the proxy's (`strict`: below)."""
+        for q in ("p50", "p95"):
+            key = f"overhead_{q}"
+            diff = _med(self.ours, key) - _med(self.prox, key)
+            ok = _check(diff, (lambda x: x < 0) if strict else (lambda x: x <= 0))
+            self.lines.append((row if q == "p50" else "", f"overhead over execution {q}",
+                               _cell(self.ours, key, "ms"),
+                               self.baseline(lambda s, k=key: _cell(s, k, "ms")), self.ratio(key),
+                               "< proxy" if strict else "≤ proxy", _verdict(ok)))  # fmt: skip
+            self.verdicts[f"{self.prefix}_overhead_{q}_{'lt' if strict else 'le'}_proxy"] = ok
+
+    def costs(self) -> None:
+        """CPU per job and RSS: within 1.5× the proxy's."""
+        for key, label, unit in _COSTS:
+            ok = _check(_med(self.ours, key) / _med(self.prox, key), lambda x: x <= 1.5)
+            self.lines.append(("", label, _peer_cell(self.ours, key, unit),
+                               self.baseline(lambda s, k=key, u=unit: _peer_cell(s, k, u)),
+                               self.ratio(key), "≤ 1.5× proxy", _verdict(ok)))  # fmt: skip
+            self.verdicts[f"{self.prefix}_{key}_le_1_5x_proxy"] = ok
+
+
 def _peers(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
     _peers_ours(r, lines, verdicts)
     _peers_v2(r, lines, verdicts)
@@ -179,13 +224,8 @@ def _peers_ours(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) 
     lines.append(("", "ComfyUI done→client done p50/p95", _both(ours, "to_client"),
                   baselines(lambda s: _both(s, "to_client")), ratio("to_client_p50"), "",
                   ""))  # fmt: skip
-    for q in ("p50", "p95"):
-        key = f"overhead_{q}"
-        ok = _check(_med(ours, key) - _med(prox, key), lambda x: x <= 0)
-        lines.append(("", f"overhead over execution {q}", _cell(ours, key, "ms"),
-                      baselines(lambda s, k=key: _cell(s, k, "ms")), ratio(key), "≤ proxy",
-                      _verdict(ok)))  # fmt: skip
-        verdicts[f"peers_overhead_{q}_le_proxy"] = ok
+    against = _AgainstProxy(ours, prox, lines, verdicts, baselines, "peers")
+    against.overheads()
     ok = _check(_med(ours, "idle_p50") - _med(direct, "idle_p50"), lambda x: x <= 5)
     lines.append(("", "GPU idle between prompts, backlog p50", _cell(ours, "idle_p50", "ms"),
                   baselines(lambda s: _cell(s, "idle_p50", "ms")), ratio("idle_p50"),
@@ -197,16 +237,7 @@ def _peers_ours(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) 
                   _ratio(_med(ours, "busy_pct"), _med(direct, "busy_pct"), 3, "× direct"),
                   "≥ 99 %", _verdict(ok)))  # fmt: skip
     verdicts["peers_gpu_busy_ge_99pct"] = ok
-    for key, label, unit in (
-        ("cpu_ms", "CPU per job, service processes", "ms"),
-        ("idle_rss_mb", "RSS idle", "MB"),
-        ("backlog_rss_mb", "RSS peak under the backlog", "MB"),
-    ):
-        ok = _check(_med(ours, key) / _med(prox, key), lambda x: x <= 1.5)
-        lines.append(("", label, _peer_cell(ours, key, unit),
-                      baselines(lambda s, k=key, u=unit: _peer_cell(s, k, u)), ratio(key),
-                      "≤ 1.5× proxy", _verdict(ok)))  # fmt: skip
-        verdicts[f"peers_{key}_le_1_5x_proxy"] = ok
+    against.costs()
 
 
 def _peers_v2(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:
@@ -224,13 +255,9 @@ def _peers_v2(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) ->
     lines.append(("", "ComfyUI done→client done p50/p95", _both(v2, "to_client"),
                   "proxy " + _both(prox, "to_client"), ratio("to_client_p50"), "",
                   ""))  # fmt: skip
-    for q in ("p50", "p95"):
-        key = f"overhead_{q}"
-        ok = _check(_med(v2, key) - _med(prox, key), lambda x: x < 0)
-        lines.append(("", f"overhead over execution {q}", _cell(v2, key, "ms"),
-                      "proxy " + _cell(prox, key, "ms"), ratio(key), "< proxy",
-                      _verdict(ok)))  # fmt: skip
-        verdicts[f"v2_overhead_{q}_lt_proxy"] = ok
+    _AgainstProxy(v2, prox, lines, verdicts, lambda text: f"proxy {text(prox)}", "v2").overheads(
+        strict=True
+    )
     lines.append(("", "execution start→first progress p50/p95", _both(v2, "first_progress"),
                   "proxy " + _both(prox, "first_progress"), ratio("first_progress_p50"), "",
                   ""))  # fmt: skip
@@ -245,27 +272,12 @@ def _peers_one(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -
     if one is None:
         return
 
-    def ratio(key: str) -> str:
-        return _ratio(_med(one, key), _med(prox, key), 2, "× proxy")
+    def baseline(text: Any) -> str:
+        return f"proxy {text(prox)}"
 
-    for q in ("p50", "p95"):
-        key = f"overhead_{q}"
-        ok = _check(_med(one, key) - _med(prox, key), lambda x: x <= 0)
-        lines.append(("one process vs proxy" if q == "p50" else "",
-                      f"overhead over execution {q}", _cell(one, key, "ms"),
-                      "proxy " + _cell(prox, key, "ms"), ratio(key), "≤ proxy",
-                      _verdict(ok)))  # fmt: skip
-        verdicts[f"one_overhead_{q}_le_proxy"] = ok
-    for key, label, unit in (
-        ("cpu_ms", "CPU per job, service processes", "ms"),
-        ("idle_rss_mb", "RSS idle", "MB"),
-        ("backlog_rss_mb", "RSS peak under the backlog", "MB"),
-    ):
-        ok = _check(_med(one, key) / _med(prox, key), lambda x: x <= 1.5)
-        lines.append(("", label, _peer_cell(one, key, unit),
-                      "proxy " + _peer_cell(prox, key, unit), ratio(key), "≤ 1.5× proxy",
-                      _verdict(ok)))  # fmt: skip
-        verdicts[f"one_{key}_le_1_5x_proxy"] = ok
+    against = _AgainstProxy(one, prox, lines, verdicts, baseline, "one")
+    against.overheads(row="one process vs proxy")
+    against.costs()
 
 
 def _trace(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -> None:

@@ -107,6 +107,17 @@ async def test_a_web_process_with_a_worker_is_the_whole_service(
     assert events[-1]["type"] == "done"
 
 
+async def running_job(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """A job of about 2 s on the simulator, once it is running (its first progress)."""
+    job = await submit(session, base, prompt="a fox", steps=40, width=64, height=64)
+    async with session.ws_connect(f"{base}/ws") as ws:
+        await ws.send_json({"type": "subscribe", "job_id": job["id"]})
+        async with asyncio.timeout(20):
+            while (await ws.receive_json()).get("type") != "progress":
+                pass
+    return job
+
+
 async def test_a_stopping_web_worker_lets_its_running_job_finish(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -117,12 +128,7 @@ async def test_a_stopping_web_worker_lets_its_running_job_finish(
     async with simulator(sim_port, env, 0.05), api_session() as session:
         with_worker = {**env, "FORMY_WEB_WORKER": "true", "FORMY_SHUTDOWN_GRACE": "20"}
         async with process(*web, env=with_worker, ready_url=base + "/readyz"):
-            job = await submit(session, base, prompt="a fox", steps=40, width=64, height=64)
-            async with session.ws_connect(f"{base}/ws") as ws:
-                await ws.send_json({"type": "subscribe", "job_id": job["id"]})
-                async with asyncio.timeout(20):
-                    while (await ws.receive_json()).get("type") != "progress":
-                        pass
+            job = await running_job(session, base)
         # stopped mid-job, it finished the job first: a web process with no worker shows it
         async with process(*web, env=env, ready_url=base + "/readyz"):
             events = await follow(session, base, job["id"], timeout=10)
@@ -143,12 +149,7 @@ async def test_a_stopping_web_worker_hands_its_running_job_back(
     web = (sys.executable, "server.py")
     async with simulator(sim_port, env, 0.05), api_session() as session:
         async with process(*web, env=env, ready_url=base + "/readyz"):
-            job = await submit(session, base, prompt="a fox", steps=40, width=64, height=64)
-            async with session.ws_connect(f"{base}/ws") as ws:
-                await ws.send_json({"type": "subscribe", "job_id": job["id"]})
-                async with asyncio.timeout(20):
-                    while (await ws.receive_json()).get("type") != "progress":
-                        pass
+            job = await running_job(session, base)
         # stopped mid-job; the next web process's worker takes it up and finishes it
         async with process(*web, env=env, ready_url=base + "/readyz"):
             events = await follow(session, base, job["id"], timeout=40)
