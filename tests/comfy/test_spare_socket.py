@@ -14,6 +14,9 @@ from formy_async.comfy import sockets
 from formy_async.comfy.client import ComfyClient, new_prompt_id
 from formy_async.comfy.messages import ExecutionStart
 from formy_async.simulator import SimulatorConfig, run_simulator
+from formy_async.worker.context import WorkerContext
+
+from ..conftest import StackFactory
 
 
 @pytest.fixture
@@ -133,3 +136,13 @@ async def test_sockets_of_their_own_leave_http_calls_their_kept_alive_connection
         await client.system_stats()
         await client.aclose()
     assert before == 1 and len(opened) == 1  # the one HTTP connection is still there to reuse
+
+
+@pytest.mark.redis
+async def test_a_worker_opens_its_comfyui_sockets_apart_from_its_http_calls(
+    make_stack: StackFactory,
+) -> None:
+    async with make_stack() as stack:
+        await asyncio.wait_for(stack.worker.idle.wait(), 10)  # started up
+        clients = WorkerContext.of(stack.worker.ctx).pool.clients.values()
+        assert clients and all(client.sockets is not client.session for client in clients)
