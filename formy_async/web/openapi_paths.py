@@ -255,10 +255,13 @@ def _uploads() -> dict[str, Any]:
         },
         "/api/uploads/{upload_id}": {
             "get": {
-                "summary": "A stored input image",
+                "summary": "A stored input image (byte ranges too)",
                 "parameters": [path_param("upload_id", "the upload's id"), *SIGNED],
                 "security": SIGNED_OR_BEARER,
-                "responses": answers({200: binary("The image", "image/*")}, (404,)),
+                "responses": answers(
+                    {200: binary("The image", "image/*"), 206: binary("A byte range of it")},
+                    (404, 416),
+                ),
             }
         },
     }

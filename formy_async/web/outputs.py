@@ -54,9 +54,12 @@ async def serve_stored(
     }
     path = storage.local_path(key)
     if path is not None:
-        if not path.exists():
-            raise gone
-        return web.FileResponse(path, headers=headers)  # it answers ranges itself
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise gone from None
+        _range(request, size)  # one it cannot serve is our JSON 416, not FileResponse's text
+        return web.FileResponse(path, headers=headers)  # it serves the range itself
     try:
         size = await storage.size(key)
         wanted = _range(request, size)

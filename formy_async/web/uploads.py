@@ -13,6 +13,7 @@ from ..models import Upload
 from ..storage import input_key
 from .bodies import body_deadline, malformed_forms, multipart_of
 from .context import SETTINGS, STORAGE, UPLOADS
+from .outputs import serve_stored
 from .security import caller, may_see, signer
 
 routes = web.RouteTableDef()
@@ -86,9 +87,10 @@ async def get_upload_record(request: web.Request, upload_id: str) -> Upload:
 @routes.get("/api/uploads/{upload_id}")
 async def get_upload(request: web.Request) -> web.StreamResponse:
     upload = await get_upload_record(request, request.match_info["upload_id"])
-    storage = request.app[STORAGE]
-    path = storage.local_path(input_key(upload.id))
-    headers = {"Cache-Control": "private, max-age=3600", "Content-Type": upload.content_type}
-    if path is not None:
-        return web.FileResponse(path, headers=headers)
-    return web.Response(body=await storage.read(input_key(upload.id)), headers=headers)
+    return await serve_stored(
+        request,
+        input_key(upload.id),
+        content_type=upload.content_type,
+        cache_control="private, max-age=3600",
+        gone=UploadNotFound(f"upload {upload.id!r} has passed its retention time"),
+    )

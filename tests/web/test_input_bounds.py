@@ -142,13 +142,31 @@ async def test_an_out_of_range_byte_range_is_never_a_server_error(
     stack: Stack, done_job: dict[str, Any], where: str
 ) -> None:
     path = f"/api/jobs/{done_job['id']}/outputs/{done_job['output']}"
-    statuses = set()
+    statuses, refused = set(), []
     for value in QUERY_VALUES:
         wanted = f"bytes={value}-" if where == "start" else f"bytes=0-{value}"
-        status, _ = await _answers(stack, "GET", path, headers={"Range": wanted})
+        status, body = await _answers(stack, "GET", path, headers={"Range": wanted})
         statuses.add(status)
-    # a Range a server cannot use may be ignored (200) or refused (416)
+        if status >= 400:
+            refused.append((value, status, body))
+    # a Range a server cannot use may be ignored (200) or refused (416), as a JSON error
     assert statuses <= {200, 206, 416}
+    assert _refusals(refused) == []
+
+
+async def test_a_range_past_the_end_of_an_output_is_a_json_416_with_its_size(
+    stack: Stack, done_job: dict[str, Any]
+) -> None:
+    path = f"/api/jobs/{done_job['id']}/outputs/{done_job['output']}"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Range": "bytes=100000000-"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(stack.url + path, headers=headers) as r,
+    ):
+        body = await r.json()
+        assert r.status == 416
+        assert body["error"]["code"] == "range_not_satisfiable"
+        assert r.headers["Content-Range"].startswith("bytes */")
 
 
 async def test_json_nested_100000_levels_deep_is_json_too_deep(stack: Stack) -> None:

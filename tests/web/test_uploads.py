@@ -49,6 +49,19 @@ async def test_uploaded_image_can_be_fetched(fake_stack: Stack) -> None:
         assert Image.open(io.BytesIO(await r.read())).size == (10, 10)
 
 
+async def test_an_upload_answers_a_range_and_refuses_one_past_its_end_in_json(
+    fake_stack: Stack,
+) -> None:
+    _, body = await upload(fake_stack, png(10, 10))
+    url = fake_stack.url + body["url"]
+    async with api_session() as session:
+        async with session.get(url, headers={"Range": "bytes=0-7"}) as r:
+            assert (r.status, await r.read()) == (206, b"\x89PNG\r\n\x1a\n")
+        async with session.get(url, headers={"Range": "bytes=100000-"}) as r:
+            assert r.status == 416
+            assert (await r.json())["error"]["code"] == "range_not_satisfiable"
+
+
 async def test_exif_orientation_is_applied_and_metadata_dropped(fake_stack: Stack) -> None:
     image = Image.new("RGB", (40, 20), (0, 0, 255))
     exif = image.getexif()
