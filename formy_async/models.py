@@ -107,6 +107,9 @@ class Job(BaseModel):
     progress: int = Field(0, ge=0, le=100)
     created_at: float = Field(default_factory=now)
     started_at: float | None = None
+    #: when ComfyUI began the prompt (the first of its messages the worker heard): a worker
+    #: that takes the prompt over counts the time limit from then, not from the take-over
+    executing_at: float | None = None
     finished_at: float | None = None
     prompt_id: str | None = None
     backend: str | None = Field(None, description="the ComfyUI server it runs on")

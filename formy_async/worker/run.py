@@ -39,7 +39,7 @@ from ..errors import (
     WorkerLost,
     WorkerStopping,
 )
-from ..models import Job, NodeProgress, OutputFile
+from ..models import Job, NodeProgress, OutputFile, now
 from ..store.jobs import PreviewImage as StoredPreview
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
@@ -92,6 +92,7 @@ class JobRun:
         self._last_preview = 0.0
         self._previews = 0
         self._limit: asyncio.Timeout | None = None
+        self._began_before: float | None = None  # a taken-over prompt's executing_at
         self._writes: deque[asyncio.Future[int]] = deque()  # its events on their way to Redis
 
     @staticmethod
@@ -233,6 +234,7 @@ class JobRun:
         # over, should this worker be lost once it is queued) while the inputs go up: neither
         # handshake nor write waits for the other
         prompt_id = new_prompt_id()
+        self.job.executing_at = None  # a new prompt: an earlier one's start is not its own
         client_id, opening = self.comfy.socket_ahead()
         starting = asyncio.ensure_future(
             self.wc.lifecycle.start(self.job, prompt_id, client_id=client_id)
@@ -286,6 +288,7 @@ class JobRun:
             raise
         self.log.info("job_resumed", prompt_id=prompt_id, attempt=self.job.attempt, state=state)
         self.meter.took_over = True
+        self._began_before = self.job.executing_at
         # what ComfyUI runs has the job's graph's nodes: enough to follow and collect it
         graph = self.workflow.render(self.job.params, output_prefix=f"formy/{self.job.id}")
         if state != "queued":
@@ -337,10 +340,15 @@ class JobRun:
 
     def executing(self) -> None:
         """ComfyUI began this prompt: its time limit counts from now, not from when it was
-        queued behind another prompt (see BackendSpec.lookahead)."""
+        queued behind another prompt (see BackendSpec.lookahead), or, for a prompt taken over
+        from a lost attempt that saw it begin, from then (recorded with the next event)."""
         self.meter.began()
+        began = self._began_before
+        if began is None:
+            began = self.job.executing_at = now()
         if self._limit is not None:
-            self._limit.reschedule(asyncio.get_running_loop().time() + self.time_limit)
+            left = self.time_limit - max(0.0, now() - began)
+            self._limit.reschedule(asyncio.get_running_loop().time() + left)
 
     async def progress(
         self,

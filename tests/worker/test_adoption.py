@@ -35,14 +35,19 @@ async def comfyui(version: str, port: int = 0) -> AsyncIterator[tuple[str, Simul
 
 @contextlib.asynccontextmanager
 async def killed_mid_job(
-    redis_url: str, comfy: str, storage: Path, **params: Any
+    redis_url: str, comfy: str, storage: Path, time_limit: float | None = None, **params: Any
 ) -> AsyncIterator[tuple[aiohttp.ClientSession, str, dict[str, Any], dict[str, str]]]:
     """The web process, a job whose worker process was SIGKILLed while ComfyUI ran its prompt,
     and the environment to start the next worker with."""
     env = worker_env(redis_url, comfy, storage)
     async with web_only(redis_url, comfy, storage) as base, api_session() as session:
         async with worker_process(env) as doomed:
-            job = await submit(session, base, "slow", **params)
+            if time_limit is None:
+                job = await submit(session, base, "slow", **params)
+            else:
+                body = {"workflow": "slow", "params": params, "time_limit": time_limit}
+                async with session.post(f"{base}/api/jobs", json=body) as r:
+                    job = await r.json()
             await wait_for(session, base, job["id"], "progress", 5)
             doomed.send_signal(signal.SIGKILL)
             await doomed.wait()
@@ -100,6 +105,30 @@ async def test_a_killed_workers_running_prompt_is_followed_to_its_end_not_run_ag
     began = next(d["timestamp"] for n, d in sim.queue.history[prompt]["status"]["messages"]
                  if n == "execution_start") / 1000  # fmt: skip
     assert metrics["queue_wait_seconds"] == pytest.approx(began - record["created_at"], abs=2e-3)
+
+
+async def test_a_taken_over_prompts_time_limit_counts_from_when_comfyui_began_it(
+    redis_url: str, tmp_path: Path, comfyui_version: str
+) -> None:
+    limit = 5.0  # the prompt runs 8 s; it is taken over 2–4 s in
+    async with (
+        comfyui(comfyui_version) as (comfy, _),
+        killed_mid_job(redis_url, comfy, tmp_path, time_limit=limit, **LONG) as (
+            session,
+            base,
+            job,
+            env,
+        ),
+    ):
+        async with worker_process(env):
+            events = await follow(session, base, job["id"], timeout=40)
+        prompt = (await job_record(session, base, job["id"]))["prompt_id"]
+    # ComfyUI began it a step before its first progress (a cancelled prompt is in no history)
+    began = next(e["ts"] for e in events if e["type"] == "progress") - LONG["delay"]
+    assert started(events) == [(prompt, False), (prompt, True)]
+    assert events[-1]["type"] == "failed" and events[-1]["error"]["code"] == "timeout"
+    # from ComfyUI's start, not the take-over's (which would end it 2–4 s later, or not at all)
+    assert events[-1]["ts"] - began == pytest.approx(limit, abs=1.0)
 
 
 async def test_a_prompt_that_finished_while_no_worker_held_its_job_is_collected_not_run_again(
