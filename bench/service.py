@@ -3,10 +3,9 @@
 The development install carries what the tests need (moto, playwright, schemathesis, …), and
 some of it reaches the service's processes too: PyJWT loads `cryptography` whenever it is
 installed, ~9 MB of every process's RSS that no deployment has. So every process a row starts
-runs in a virtualenv holding the server extra only, built on first use under the bench cache
-(beside comfy-api-proxy's, see `bench.proxy`), named by a hash of `pyproject.toml` and of where
-the tree is, and installed editable: it runs this tree's code as it is now. `pip freeze` of it
-is kept beside, so that the figures name exactly what ran.
+runs in a virtualenv holding the server extra only (see bench.venvs), named by a hash of
+`pyproject.toml` and of where the tree is, and installed editable: it runs this tree's code as
+it is now.
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from . import venvs
 from .procs import ROOT
-from .proxy import cache_dir, ensure_venv
 
 
 def venv_dir() -> Path:
     key = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + str(ROOT).encode())
-    return cache_dir() / f"formy-async-server-{key.hexdigest()[:12]}"
+    return venvs.cache_dir() / f"formy-async-server-{key.hexdigest()[:12]}"
 
 
 def python() -> Path:
@@ -29,10 +28,9 @@ def python() -> Path:
 
 async def ensure_installed() -> Path:
     """The production install's interpreter, building its venv first when it is not there yet."""
-    return await ensure_venv(venv_dir(), python(), "-e", f"{ROOT}[server]")
+    return await venvs.ensure(venv_dir(), python(), "-e", f"{ROOT}[server]")
 
 
 def installed() -> list[str]:
     """`pip freeze` of that venv: the exact versions that ran."""
-    path = venv_dir() / "freeze.txt"
-    return path.read_text().split() if path.exists() else []
+    return venvs.frozen(venv_dir())

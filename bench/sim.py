@@ -1,11 +1,11 @@
 """The project's ComfyUI simulator in a process of its own: `python -m bench.sim --port P`.
 
-`--trace` adds what the peers row reads from ComfyUI's own side: the wall-clock time each
-`POST /prompt` arrived and was answered (queued), by prompt id, the same for each `/view`, by
-filename, a count of every request by
-route, and how many models it had to load, at `GET /bench/trace` (`POST /bench/trace/reset`
-empties them). The simulator itself is not changed: the trace is one aiohttp middleware added
-in front of its routes, and a count around its model memory's loads.
+`--trace` adds what the peers and trace rows read from ComfyUI's own side: the wall-clock time
+each `POST /prompt` arrived and was answered (queued), by prompt id; the same for each `/view`,
+by filename; a count of every request by route; and how many models it had to load, at
+`GET /bench/trace` (`POST /bench/trace/reset` empties them). The simulator itself is not
+changed: the trace is one aiohttp middleware added in front of its routes, and a count around
+its model memory's loads.
 """
 
 from __future__ import annotations

@@ -175,8 +175,12 @@ class _AgainstProxy:
     prox: Any
     lines: list[Line]
     verdicts: dict[str, Any]
-    baseline: Any  # the baseline column, given how to show one system's figure
     prefix: str
+    #: the baseline column, given how to show one system's figure (default: the proxy's alone)
+    baselines: Any = None
+
+    def baseline(self, text: Any) -> str:
+        return f"proxy {text(self.prox)}" if self.baselines is None else str(self.baselines(text))
 
     def ratio(self, key: str) -> str:
         return _ratio(_med(self.ours, key), _med(self.prox, key), 2, "× proxy")
@@ -224,7 +228,7 @@ def _peers_ours(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) 
     lines.append(("", "ComfyUI done→client done p50/p95", _both(ours, "to_client"),
                   baselines(lambda s: _both(s, "to_client")), ratio("to_client_p50"), "",
                   ""))  # fmt: skip
-    against = _AgainstProxy(ours, prox, lines, verdicts, baselines, "peers")
+    against = _AgainstProxy(ours, prox, lines, verdicts, "peers", baselines)
     against.overheads()
     ok = _check(_med(ours, "idle_p50") - _med(direct, "idle_p50"), lambda x: x <= 5)
     lines.append(("", "GPU idle between prompts, backlog p50", _cell(ours, "idle_p50", "ms"),
@@ -255,9 +259,7 @@ def _peers_v2(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) ->
     lines.append(("", "ComfyUI done→client done p50/p95", _both(v2, "to_client"),
                   "proxy " + _both(prox, "to_client"), ratio("to_client_p50"), "",
                   ""))  # fmt: skip
-    _AgainstProxy(v2, prox, lines, verdicts, lambda text: f"proxy {text(prox)}", "v2").overheads(
-        strict=True
-    )
+    _AgainstProxy(v2, prox, lines, verdicts, "v2").overheads(strict=True)
     lines.append(("", "execution start→first progress p50/p95", _both(v2, "first_progress"),
                   "proxy " + _both(prox, "first_progress"), ratio("first_progress_p50"), "",
                   ""))  # fmt: skip
@@ -272,10 +274,7 @@ def _peers_one(r: dict[str, Any], lines: list[Line], verdicts: dict[str, Any]) -
     if one is None:
         return
 
-    def baseline(text: Any) -> str:
-        return f"proxy {text(prox)}"
-
-    against = _AgainstProxy(one, prox, lines, verdicts, baseline, "one")
+    against = _AgainstProxy(one, prox, lines, verdicts, "one")
     against.overheads(row="one process vs proxy")
     against.costs()
 

@@ -92,7 +92,6 @@ class JobRun:
         self._last_preview = 0.0
         self._previews = 0
         self._limit: asyncio.Timeout | None = None
-        self._began_before: float | None = None  # a taken-over prompt's executing_at
         self._writes: deque[asyncio.Future[int]] = deque()  # its events on their way to Redis
 
     @staticmethod
@@ -288,7 +287,6 @@ class JobRun:
             raise
         self.log.info("job_resumed", prompt_id=prompt_id, attempt=self.job.attempt, state=state)
         self.meter.took_over = True
-        self._began_before = self.job.executing_at
         # what ComfyUI runs has the job's graph's nodes: enough to follow and collect it
         graph = self.workflow.render(self.job.params, output_prefix=f"formy/{self.job.id}")
         if state != "queued":
@@ -343,11 +341,11 @@ class JobRun:
         queued behind another prompt (see BackendSpec.lookahead), or, for a prompt taken over
         from a lost attempt that saw it begin, from then (recorded with the next event)."""
         self.meter.began()
-        began = self._began_before
-        if began is None:
-            began = self.job.executing_at = now()
+        moment = now()
+        if self.job.executing_at is None:  # cleared for each new prompt (see `queue`)
+            self.job.executing_at = moment
         if self._limit is not None:
-            left = self.time_limit - max(0.0, now() - began)
+            left = self.time_limit - max(0.0, moment - self.job.executing_at)
             self._limit.reschedule(asyncio.get_running_loop().time() + left)
 
     async def progress(

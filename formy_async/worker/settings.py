@@ -62,14 +62,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     if ctx.get("configure_logging", True):
         setup_logging(settings.log_format, settings.log_level)
     exits = ctx["formy_exits"] = contextlib.AsyncExitStack()
-    http, sockets = [
-        await exits.enter_async_context(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
-            )
-        )
-        for _ in range(2)  # HTTP calls keep their connections; ComfyUI sockets open their own
-    ]
+    http = await exits.enter_async_context(_client_session())
+    # ComfyUI sockets open on a session of their own, so HTTP calls keep their connections
+    sockets = await exits.enter_async_context(_client_session())
     redis = ctx["redis"]
     await pack_in_c(redis)
     storage = storage_from_settings(settings)
@@ -168,6 +163,13 @@ class WorkerSettings:
     # cancels go through our own channel (store.signals); arq's abort set would cost a
     # transaction every poll and a command more in each claim and finish, for nothing
     allow_abort_jobs = False
+
+
+def _client_session() -> aiohttp.ClientSession:
+    """A session without a connection cap or a total timeout (each call sets its own)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(total=None)
+    )
 
 
 def worker_kwargs(settings: Settings, *, configure_logging: bool = True) -> dict[str, Any]:
