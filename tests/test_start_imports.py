@@ -1,7 +1,7 @@
 """What the service's processes import at start-up: heavy dependencies only where they are used.
 
 Each one costs every process megabytes of memory from start-up on; they are imported when first
-needed (S3 storage, a video or audio output, an uploaded image, a command that prints).
+needed (S3 storage, a video or audio output, an uploaded image).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ NEVER = {
     "formy_async.simulator",
     "fakeredis",
     "unittest.mock",
-    "rich.progress",
 }
 
 WEB = """

@@ -110,8 +110,8 @@ Command = Callable[[FormyClient, _Call], Awaitable[int]]
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run one of CLIENT_COMMANDS; its exit status."""
-    # rich's tables and progress bars only when a command prints: the service's processes
-    # (`formy-async worker`, `server.py`) share this parser but never print through it
+    # the printer only when a command prints: the service's processes (`formy-async worker`,
+    # `server.py`) share this parser but never print through it
     from .printer import Printer
 
     call = _Call(args, Printer(json_lines=args.json))

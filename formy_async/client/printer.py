@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import BaseModel
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
 from ..errors import FormyAPIError
 from ..models import (
@@ -36,19 +30,21 @@ from ..models import Progress as ProgressEvent
 from .api import WorkflowInfo
 
 ShowEvent = Callable[[Event], None]
+#: terminal controls: bold, back to plain, and back to the start of a line that is cleared
+BOLD, PLAIN, CLEAR_LINE = "\x1b[1m", "\x1b[0m", "\r\x1b[2K"
 
 
 class Printer:
     """Writes to stdout (and errors to stderr): a live bar and tables on a terminal, plain
     lines otherwise, JSON lines with `--json`."""
 
-    def __init__(self, *, json_lines: bool = False) -> None:
+    def __init__(self, *, json_lines: bool = False, out: TextIO | None = None) -> None:
         self.json_lines = json_lines
-        self.console = Console(file=sys.stdout, highlight=False)
-        self.tty = self.console.is_terminal
+        self.out = out or sys.stdout
+        self.tty = self.out.isatty()
 
     def line(self, text: str) -> None:
-        print(text, file=sys.stdout, flush=True)
+        print(text, file=self.out, flush=True)
 
     def note(self, text: str) -> None:
         """A message for people only: on stderr, so that stdout stays parseable."""
@@ -109,12 +105,10 @@ class Printer:
             for row in cells:
                 self.line("\t".join(row))
             return
-        table = Table(box=None, header_style="bold")
-        for i, name in enumerate(header):
-            table.add_column(name, no_wrap=i == 0)  # ids and names are copied: keep them whole
+        widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+        self.line(BOLD + _columns(header, widths) + PLAIN)
         for row in cells:
-            table.add_row(*row)
-        self.console.print(table)
+            self.line(_columns(row, widths))
 
     def finished(self, job: JobView) -> None:
         """The outcome of a followed job: on stdout when done, on stderr otherwise."""
@@ -144,33 +138,70 @@ class Printer:
         elif not self.tty:
             yield lambda event: self.line(event_line(event))
         else:
-            with _live_bar(self.console, job_id) as show:
+            with _live_bar(self.out, job_id) as show:
                 yield show
 
 
-@contextlib.contextmanager
-def _live_bar(console: Console, job_id: str) -> Iterator[ShowEvent]:
-    progress = Progress(
-        TextColumn("{task.description:<16}", style="bold", markup=False),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[step]:<12}", markup=False),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-    task = progress.add_task(job_id[:8], total=100, step="")
+class LiveBar:
+    """One line of a terminal redrawn in place: the node running, a bar, the percentage, the
+    sampler's step and the time since it began; it redraws at least every `TICK` seconds."""
 
-    def show(event: Event) -> None:
+    WIDTH = 30
+    TICK = 0.5
+
+    def __init__(self, out: TextIO, label: str) -> None:
+        self.out = out
+        self.description = label
+        self.step = ""
+        self.percent = 0
+        self.began = time.monotonic()
+
+    def show(self, event: Event) -> None:
         if isinstance(event, ProgressEvent):
-            step = f"step {event.value:g}/{event.max:g}" if event.max > 1 else ""
-            progress.update(task, description=event.node_type or event.node, step=step)
+            self.description = event.node_type or event.node
+            self.step = f"step {event.value:g}/{event.max:g}" if event.max > 1 else ""
         elif not isinstance(event, Preview):
-            progress.update(task, description=event.type, step="")
-        progress.update(task, completed=event.progress)
+            self.description, self.step = event.type, ""
+        self.percent = event.progress
+        self.draw()
 
-    with progress:
-        yield show
+    def draw(self) -> None:
+        filled = round(self.WIDTH * max(0, min(self.percent, 100)) / 100)
+        bar = "━" * filled + "─" * (self.WIDTH - filled)
+        seconds = int(time.monotonic() - self.began)
+        took = f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
+        text = f"{self.description:<16} {bar} {self.percent:>3}% {self.step:<12} {took}"
+        # a line longer than the terminal wraps, and the carriage return then redraws only
+        # its last part
+        width = shutil.get_terminal_size().columns - 1
+        self.out.write(f"{CLEAR_LINE}{text[:width]}")
+        self.out.flush()
+
+    def clear(self) -> None:
+        self.out.write(CLEAR_LINE)
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def _live_bar(out: TextIO, job_id: str) -> Iterator[ShowEvent]:
+    """A LiveBar for the block, drawn at once and gone after it (the outcome is printed)."""
+    bar = LiveBar(out, job_id[:8])
+    bar.draw()
+    ticking: list[asyncio.TimerHandle] = []
+    with contextlib.suppress(RuntimeError):  # with no loop to tick on, it redraws per event
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            bar.draw()
+            ticking[:] = [loop.call_later(bar.TICK, tick)]
+
+        ticking.append(loop.call_later(bar.TICK, tick))
+    try:
+        yield bar.show
+    finally:
+        for handle in ticking:
+            handle.cancel()
+        bar.clear()
 
 
 def event_line(event: Event) -> str:
@@ -199,6 +230,11 @@ def _detail(event: Event) -> str:
     if isinstance(event, Preview):
         return event.url
     return ""  # cancelled
+
+
+def _columns(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """Cells padded to their column's width, two spaces apart; ids are kept whole."""
+    return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
 
 
 def _status(job: JobView) -> str:
