@@ -82,21 +82,24 @@ class MediaInfo:
     animated: bool = False
 
 
-def _probe_image(data: bytes) -> MediaInfo:
+def _probe_image(data: bytes, *, frames: bool = True) -> MediaInfo:
+    """Its size from the header; with `frames`, an animation's duration, which takes reading
+    every frame (without, an animation is only said to be one)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a probe of our own outputs: bombs are ComfyUI's
         try:
             with Image.open(io.BytesIO(data)) as image:
-                frames = int(getattr(image, "n_frames", 1))
-                duration = None
-                if frames > 1:
-                    total = 0
-                    for index in range(frames):
-                        image.seek(index)
-                        image.load()  # a frame's duration is read with its data
-                        total += int(image.info.get("duration", 0))
-                    duration = total / 1000 if total else None
-                return MediaInfo(image.width, image.height, duration, animated=frames > 1)
+                if not getattr(image, "is_animated", False):
+                    return MediaInfo(image.width, image.height)
+                if not frames:
+                    return MediaInfo(image.width, image.height, animated=True)
+                total = 0
+                for index in range(int(getattr(image, "n_frames", 1))):
+                    image.seek(index)
+                    image.load()  # a frame's duration is read with its data
+                    total += int(image.info.get("duration", 0))
+                duration = total / 1000 if total else None
+                return MediaInfo(image.width, image.height, duration, animated=True)
         except (UnidentifiedImageError, OSError, ValueError):
             return MediaInfo()
 
@@ -119,7 +122,9 @@ def _probe_av(data: bytes) -> MediaInfo:
 async def probe(data: bytes, kind: OutputKind) -> MediaInfo:
     """Width and height of images and videos, duration of animations, video and audio."""
     if kind == "image":
-        return await asyncio.to_thread(_probe_image, data)
+        # a header is read in tens of microseconds, less than a trip to a thread takes
+        info = _probe_image(data, frames=False)
+        return await asyncio.to_thread(_probe_image, data) if info.animated else info
     if kind in ("video", "audio"):
         return await asyncio.to_thread(_probe_av, data)
     return MediaInfo()

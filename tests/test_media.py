@@ -62,6 +62,19 @@ async def test_an_animated_image_has_its_size_and_duration() -> None:
     assert info.duration == pytest.approx(1.0)
 
 
+async def test_a_still_image_is_probed_on_the_loop_without_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_thread(*args: object) -> None:
+        raise AssertionError("a header needs no thread")
+
+    monkeypatch.setattr(media.asyncio, "to_thread", no_thread)
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(picture, "PNG")
+    info = await media.probe(picture.getvalue(), "image")
+    assert (info.width, info.height, info.duration, info.animated) == (40, 30, None, False)
+
+
 async def test_a_video_has_its_size_and_duration() -> None:
     info = await media.probe(mp4(frames=12, fps=12), "video")
     assert (info.width, info.height) == (64, 48)
