@@ -155,6 +155,7 @@ class LiveBar:
         self.step = ""
         self.percent = 0
         self.began = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
 
     def show(self, event: Event) -> None:
         if isinstance(event, ProgressEvent):
@@ -177,7 +178,16 @@ class LiveBar:
         self.out.write(f"{CLEAR_LINE}{text[:width]}")
         self.out.flush()
 
+    def tick(self) -> None:
+        """Draw now and again every TICK seconds, when there is a running loop to time it."""
+        self.draw()
+        with contextlib.suppress(RuntimeError):  # no loop: it redraws with each event only
+            self._timer = asyncio.get_running_loop().call_later(self.TICK, self.tick)
+
     def clear(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.out.write(CLEAR_LINE)
         self.out.flush()
 
@@ -186,21 +196,10 @@ class LiveBar:
 def _live_bar(out: TextIO, job_id: str) -> Iterator[ShowEvent]:
     """A LiveBar for the block, drawn at once and gone after it (the outcome is printed)."""
     bar = LiveBar(out, job_id[:8])
-    bar.draw()
-    ticking: list[asyncio.TimerHandle] = []
-    with contextlib.suppress(RuntimeError):  # with no loop to tick on, it redraws per event
-        loop = asyncio.get_running_loop()
-
-        def tick() -> None:
-            bar.draw()
-            ticking[:] = [loop.call_later(bar.TICK, tick)]
-
-        ticking.append(loop.call_later(bar.TICK, tick))
+    bar.tick()
     try:
         yield bar.show
     finally:
-        for handle in ticking:
-            handle.cancel()
         bar.clear()
 
 
