@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-
-# one offset turns time.monotonic() into time.time() for the whole (short) run
-WALL_OFFSET = time.time() - time.monotonic()
 
 
 @dataclass
@@ -19,7 +15,10 @@ class Joined:
     """Per-delivery latencies (seconds) and each job's step timeline."""
 
     send_to_browser: list[float] = field(default_factory=list)
-    record_to_browser: list[float] = field(default_factory=list)
+    #: the path split where the event was published (see bench.listener): once per event,
+    #: and once per delivery
+    send_to_publish: list[float] = field(default_factory=list)
+    publish_to_browser: list[float] = field(default_factory=list)
     #: job → (progress, send time) of each step
     steps: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     done: int = 0
@@ -32,12 +31,16 @@ async def fetch_sends(emitter: str) -> dict[str, dict[tuple[str, float], float]]
 
 
 def join_emitter(
-    records: Iterable[tuple[float, int, str]], sends: dict[str, dict[tuple[str, float], float]]
+    records: Iterable[tuple[float, int, str]],
+    sends: dict[str, dict[tuple[str, float], float]],
+    published: dict[tuple[str, int], float] | None = None,
 ) -> Joined:
-    """Step events (node "1", value ≥ 1) matched to the emitter's send time of that step."""
+    """Step events (node "1", value ≥ 1) matched to the emitter's send time of that step, and
+    to when it was published, where `published` (bench.listener's) has it."""
     parsed = [(recv, json.loads(raw)) for recv, _, raw in records]
     prompts = {e["job_id"]: e["prompt_id"] for _, e in parsed if e.get("type") == "started"}
     out = Joined()
+    counted: set[tuple[str, int]] = set()
     for recv, event in parsed:
         kind = event.get("type")
         if kind == "done":
@@ -48,7 +51,13 @@ def join_emitter(
         if sent is None:
             continue
         out.send_to_browser.append(recv - sent)
-        out.record_to_browser.append(recv + WALL_OFFSET - float(event["ts"]))
+        key = (event["job_id"], int(event["seq"]))
+        moment = (published or {}).get(key)
+        if moment is not None:
+            if key not in counted:
+                counted.add(key)
+                out.send_to_publish.append(moment - sent)
+            out.publish_to_browser.append(recv - moment)
         timeline = out.steps.setdefault(event["job_id"], [])
         if not timeline or timeline[-1][1] != sent:
             timeline.append((int(event["progress"]), sent))

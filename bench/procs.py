@@ -241,6 +241,18 @@ async def start_emitter(port: int, sessions: int = 1) -> tuple[Proc, str]:
     return proc, urls
 
 
+async def start_listener(redis_url: str, out: Path, within: float = 20.0) -> Proc:
+    """bench.listener, writing to `out`; returned once it is subscribed."""
+    argv = [PYTHON, "-m", "bench.listener", "--redis", redis_url, "--out", str(out)]
+    proc = Proc("listener", argv)
+    deadline = time.monotonic() + within
+    while "ready" not in proc.tail(1):
+        if not proc.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the pub/sub listener did not start:\n{proc.tail()}")
+        await asyncio.sleep(0.05)
+    return proc
+
+
 @contextlib.asynccontextmanager
 async def running(*procs: Proc) -> AsyncIterator[None]:
     try:

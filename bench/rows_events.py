@@ -7,6 +7,7 @@ import contextlib
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from formy_async.models import Job, Submitted
 from formy_async.store.jobs import JobStore
 
-from . import procs
+from . import listener, procs
 from .clients import BENCH_USER, Subscribers, measuring, poll_jobs, submit_jobs
 from .config import Config
 from .measure import fetch_sends, join_emitter, staleness, stamped_latencies
@@ -60,12 +61,15 @@ async def _relay_ours(cfg: Config) -> dict[str, Any]:
     worker = await procs.start_worker(env, cfg.redis_url)
     base = f"http://127.0.0.1:{pw}"
     subs = Subscribers(f"ws://127.0.0.1:{pw}/ws")
+    published = procs.LOG_DIR / f"published-{time.monotonic_ns()}.txt"
+    stamper = await procs.start_listener(cfg.redis_url, published)
     runs: list[dict[str, Any]] = []
-    async with procs.running(worker, web, emitter):
+    async with procs.running(worker, web, emitter, stamper):
         await subs.connect(cfg.relay_jobs * cfg.relay_subs_per_job)
         try:
             for _ in range(cfg.reps):
-                runs.append(await _relay_ours_once(cfg, base, emitter_url, subs, web, worker))
+                run = await _relay_ours_once(cfg, base, emitter_url, subs, web, worker, published)
+                runs.append(run)
         finally:
             await subs.aclose()
     return _summarise(runs)
@@ -78,6 +82,7 @@ async def _relay_ours_once(
     subs: Subscribers,
     web: procs.Proc,
     worker: procs.Proc,
+    published: Path,
 ) -> dict[str, Any]:
     await reset_emitter(emitter_url)
     params = {"steps": cfg.relay_steps, "delay": cfg.relay_delay, "start_delay": cfg.relay_start}
@@ -94,16 +99,20 @@ async def _relay_ours_once(
         cpu_pct = cpu.stop()
         polls = await polls_task
     await subs.unsubscribe(assignment)
-    joined = join_emitter(subs.take(), await fetch_sends(emitter_url))
+    await asyncio.sleep(0.1)  # the listener's last lines reach its file
+    joined = join_emitter(subs.take(), await fetch_sends(emitter_url), listener.read(published))
     lat = latency(joined.send_to_browser)
-    rec = latency(joined.record_to_browser)
+    worker_hop, web_hop = latency(joined.send_to_publish), latency(joined.publish_to_browser)
     stale = latency(staleness(joined.steps, polls))
     return {
         "p50": lat["p50"],
         "p99": lat["p99"],
         "n": lat["n"],
-        "record_p50": rec["p50"],
-        "record_p99": rec["p99"],
+        "worker_hop_p50": worker_hop["p50"],
+        "worker_hop_p99": worker_hop["p99"],
+        "web_hop_p50": web_hop["p50"],
+        "web_hop_p99": web_hop["p99"],
+        "hop_n": web_hop["n"],
         "poll_p50": stale["p50"],
         "poll_p99": stale["p99"],
         "poll_mean": stale["mean"],

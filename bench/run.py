@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import traceback
@@ -27,7 +28,7 @@ from .rows_peers import peers_row
 from .rows_placement import placement_row
 from .rows_queue import pickup_row, submission_row, throughput_row
 from .rows_trace import trace_row
-from .table import render
+from .table import describe, render
 
 ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
     "relay": relay_row,
@@ -43,10 +44,12 @@ ROWS: dict[str, Callable[[Config], Awaitable[dict[str, Any]]]] = {
 }
 
 
-async def run_rows(cfg: Config, names: list[str]) -> dict[str, Any]:
+async def run_rows(cfg: Config, names: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The machine's figures (see bench.machine) and each row's."""
     results: dict[str, Any] = {}
     # every process a row starts runs as a production install has it (see bench.service)
     procs.PYTHON = str(await service.ensure_installed())
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), **_wake_penalty()}
     for name in names:
         t0 = time.monotonic()
         print(f"· {name} …", file=sys.stderr, flush=True)
@@ -61,7 +64,15 @@ async def run_rows(cfg: Config, names: list[str]) -> dict[str, Any]:
         if procs.STALL_FILES:
             results[name]["diagnostics"] = _diagnostics()
         print(f"  {name} done in {results[name]['seconds']} s", file=sys.stderr, flush=True)
-    return results
+    return machine, results
+
+
+def _wake_penalty() -> dict[str, Any]:
+    """bench.machine's figures, measured in the services' own environment."""
+    argv = [procs.PYTHON, "-m", "bench.machine"]
+    done = subprocess.run(argv, cwd=procs.ROOT, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
 
 
 def _diagnostics() -> list[dict[str, Any]]:
@@ -123,12 +134,13 @@ def main() -> None:
     procs.DIAGNOSE = args.diagnose
     _raise_fd_limit()
     t0 = time.monotonic()
-    results = asyncio.run(run_rows(cfg, names))
+    machine, results = asyncio.run(run_rows(cfg, names))
     table, verdicts = render(results)
+    print(describe(machine))
     print(table)
     document = {
         "config": cfg.__dict__,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine,
         "service_packages": service.installed(),
         "seconds": round(time.monotonic() - t0, 1),
         "verdicts": verdicts,
