@@ -13,6 +13,8 @@ class TcpProxy:
         self.target_port = target_port
         self.port = port
         self.writers: set[asyncio.StreamWriter] = set()
+        self.upstream: dict[asyncio.StreamWriter, asyncio.StreamWriter] = {}  # client's → server's
+        self.lingering: set[asyncio.StreamWriter] = set()  # server sides left open by `cut_unseen`
         self.server: asyncio.Server | None = None
         self.drops = 0
 
@@ -28,13 +30,19 @@ class TcpProxy:
             writer.close()
             return
         self.writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self.upstream[writer] = up_writer
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            self.upstream.pop(writer, None)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+        if writer in self.lingering:
+            return  # the server has not noticed yet (see `cut_unseen`)
         writer.close()
         self.writers.discard(writer)
 
@@ -45,6 +53,23 @@ class TcpProxy:
             if (transport := writer.transport) is not None:
                 transport.abort()
         self.writers.clear()
+
+    def cut_unseen(self, for_seconds: float) -> None:
+        """Cut every open connection on the client's side now and on the server's side only
+        `for_seconds` later: a network fault that the client notices first, and the server
+        once its writes time out."""
+        self.drops += 1
+        loop = asyncio.get_running_loop()
+        for client_side, server_side in list(self.upstream.items()):
+            self.lingering.add(server_side)
+            loop.call_later(for_seconds, self._abort, server_side)
+            self._abort(client_side)
+
+    def _abort(self, writer: asyncio.StreamWriter) -> None:
+        self.lingering.discard(writer)
+        self.writers.discard(writer)
+        if (transport := writer.transport) is not None:
+            transport.abort()
 
     async def aclose(self) -> None:
         self.drop()

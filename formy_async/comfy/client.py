@@ -336,7 +336,8 @@ class ComfyClient:
 
         ComfyUI sends them to the socket of the client id the prompt was queued with, whichever
         socket that is now: a new one of that id gets the rest (none it missed). When it drops,
-        it reconnects and asks ComfyUI whether the prompt finished meanwhile. The socket is
+        it reconnects and asks ComfyUI whether the prompt finished meanwhile; once it has, a
+        socket quiet for `idle_check` while the prompt runs is opened anew. The socket is
         closed at the end.
         """
         client_id, ws = socket.client_id, socket.ws
@@ -347,6 +348,11 @@ class ComfyClient:
                 except TimeoutError:
                     if await self._finished(prompt_id):
                         return
+                    if socket.gaps:
+                        # ComfyUI forgets a client id's socket when any socket of that id
+                        # ends, and it may notice the cut one's end only now: open it anew
+                        ws = await self._reconnect(client_id, ws)
+                        socket.gaps += 1
                     continue
                 if frame.type is aiohttp.WSMsgType.TEXT:
                     message = parse_text(frame.data)

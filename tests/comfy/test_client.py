@@ -152,6 +152,21 @@ async def test_a_cut_socket_is_reconciled_by_the_route_its_release_has(
     assert ("GET /api/jobs/" + prompt_id in used) == (version == NEW)
 
 
+@pytest.mark.parametrize("version", [NEW, OLD])
+async def test_a_socket_comfyui_silenced_after_a_cut_is_opened_anew(version: str) -> None:
+    # ComfyUI forgets a client id's socket when any socket of that id closes: the socket
+    # opened again after a cut goes silent once ComfyUI notices the old one's end
+    async with comfy(version, via_proxy=True) as c:
+        steps = 100
+        seen: list[float] = []
+        async for message in c.client.run(slow_graph(steps), new_prompt_id()):
+            if isinstance(message, ProgressStep):
+                seen.append(message.value)
+                if len(seen) == 3:
+                    c.proxy.cut_unseen(for_seconds=0.3)
+    assert max(seen) == steps  # the last step came through the socket opened anew
+
+
 async def test_the_new_release_refuses_a_prompt_id_that_is_not_a_canonical_uuid() -> None:
     async with (
         comfy(NEW) as c,
