@@ -8,7 +8,6 @@ workers are woken at once (they would otherwise see it at their next poll).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -167,6 +166,32 @@ return tostring(extra)
 """
 
 
+#: a worker claims the runs it is given (the fair line's head, then what else arq found), in
+#: order, as arq claims one (its in-progress key, `PSETEX`), skipping those another worker
+#: claims or that are not due, until it holds `wanted`; runs arq no longer queues leave the fair
+#: line. Returns the claimed ids, each followed by its score. One round trip, where arq's own
+#: claim is four per run (WATCH, EXISTS, ZSCORE, MULTI/EXEC) and a claimed run costs them too.
+_TAKE = """
+local out = {}
+local wanted = tonumber(want)
+for i = first_extra_arg, #ARGV do
+  local run_id = ARGV[i]
+  local score = redis.call('ZSCORE', queue_key, run_id)
+  if not score then
+    redis.call('ZREM', line_key, run_id)
+  elseif #out < 2 * wanted and tonumber(score) <= tonumber(now_ms) then
+    local claim = claim_prefix .. run_id
+    if redis.call('EXISTS', claim) == 0 then
+      redis.call('PSETEX', claim, claim_ms, '1')
+      out[#out + 1] = run_id
+      out[#out + 1] = score
+    end
+  end
+end
+return out
+"""
+
+
 class RunQueue:
     """The runs of jobs in arq's queue, and the webhook deliveries queued after them."""
 
@@ -176,6 +201,8 @@ class RunQueue:
         self._charge = Script(
             self.arq, ("finish_key", "typical_key"), ("user", "seconds", "weight", "moves"), _CHARGE
         )
+        take_args = ("want", "now_ms", "claim_prefix", "claim_ms")
+        self._take = Script(self.arq, ("queue_key", "line_key"), take_args, _TAKE)
 
     async def charge(self, user: str, gpu_seconds: float, *, weight: float = 1.0) -> float:
         """Fair share by GPU-seconds: move the user's place for a job that ran `gpu_seconds`
@@ -201,19 +228,24 @@ class RunQueue:
         score = await self.arq.zscore(keys.FAIR_LINE, job_id)
         return None if score is None else float(score)
 
-    async def fair_candidates(self, limit: int) -> list[str]:
-        """Up to `limit` runs due now, in fair order; runs arq no longer holds leave the line."""
-        ids = await self.fair_head(limit)
-        if not ids:
-            return []
-        scores = await self.arq.zmscore(keys.ARQ_QUEUE, ids)
-        gone = [i for i, score in zip(ids, scores, strict=True) if score is None]
-        if gone:
-            await self.arq.zrem(keys.FAIR_LINE, *gone)
-        now_ms = time.time() * 1000
-        return [
-            i for i, score in zip(ids, scores, strict=True) if score is not None and score <= now_ms
-        ]
+    async def take(
+        self, run_ids: list[str], wanted: int, *, claim_ms: int
+    ) -> list[tuple[str, int]]:
+        """Claim up to `wanted` of these runs, in order, for `claim_ms` (arq's in-progress
+        timeout): each due one that no worker claims yet. The claimed ones, with their scores;
+        runs arq no longer queues leave the fair line on the way."""
+        reply = await self._take(
+            {"queue_key": keys.ARQ_QUEUE, "line_key": keys.FAIR_LINE},
+            {
+                "want": max(wanted, 0),
+                "now_ms": int(time.time() * 1000),
+                "claim_prefix": keys.ARQ_IN_PROGRESS_PREFIX,
+                "claim_ms": claim_ms,
+            },
+            extra_args=run_ids,
+        )
+        items = [text(item) for item in reply]
+        return [(items[i], int(float(items[i + 1]))) for i in range(0, len(items), 2)]
 
     async def fair_head(self, count: int) -> list[str]:
         """The first `count` runs of the fair line (started ones among them)."""
@@ -233,13 +265,6 @@ class RunQueue:
     async def is_claimed(self, job_id: str) -> bool:
         """Whether a worker's arq claims the run (its in-progress key lives)."""
         return bool(await self.arq.exists(keys.ARQ_IN_PROGRESS_PREFIX + job_id))
-
-    async def claimed(self, job_ids: Iterable[str]) -> list[bool]:
-        """For each run, whether a worker already claims it (one round trip)."""
-        async with self.arq.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.exists(keys.ARQ_IN_PROGRESS_PREFIX + job_id)
-            return [bool(found) for found in await pipe.execute()]
 
     async def hand_back(self, job: Job, *, expires: int) -> None:
         """Queue a run whose worker is gone again, for whichever worker takes it first."""

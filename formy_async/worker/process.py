@@ -44,8 +44,8 @@ class FormyWorker(Worker):
     its jobs.
 
     Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
-    find it taken (three round trips each, for every job any worker runs). One pipelined
-    EXISTS over the candidates' claims skips them first.
+    find it taken (three round trips each, for every job any worker runs), then claims a free
+    one in a fourth. Here one script claims the free ones and skips the rest (`RunQueue.take`).
 
     Runs are taken in the fair line's order (see `store.queue.FAIR_OFFSET`), not arq's: within
     a priority, each user in turn, so that one user's backlog does not hold up another's job.
@@ -106,17 +106,22 @@ class FormyWorker(Worker):
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         # runs in fair order (each user's turn within a priority), then what arq found that is
         # not in the fair line (webhook deliveries), in arq's order
-        fair = await self.runs.fair_candidates(self.queue_read_limit)
+        fair = await self.runs.fair_head(self.queue_read_limit)
         listed = set(fair)
         found = [*fair, *(j.decode() for j in job_ids if j.decode() not in listed)]
         ids = [job_id for job_id in found if job_id not in self.tasks]
         if not ids:
             return
-        claimed = await self.runs.claimed(ids)
-        free = [job_id.encode() for job_id, taken in zip(ids, claimed, strict=True) if not taken]
-        if free:
+        wanted = self.max_jobs - self.job_counter
+        claim_ms = int(self.in_progress_timeout_s * 1000)
+        for job_id, score in await self.runs.take(ids, wanted, claim_ms=claim_ms):
+            # from here on as arq's own start_jobs, whose claim this replaces
+            await self.sem.acquire()
+            self.job_counter += 1
             self._started_some = True
-            await super().start_jobs(free)
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
 
 async def supervise(worker: Worker) -> None:

@@ -87,3 +87,41 @@ async def test_the_typical_job_follows_the_jobs_that_ran(redis: Redis) -> None:
     for _ in range(40):
         await runs.charge("ann", 1.0)
     assert float(await redis.get(keys.FAIR_TYPICAL)) == pytest.approx(1.0, abs=0.2)
+
+
+async def test_a_worker_takes_due_runs_in_the_order_given_up_to_what_it_can_hold(
+    redis: Redis,
+) -> None:
+    runs = RunQueue(redis)
+    for job_id in ("j1", "j2", "j3"):
+        assert await runs.enqueue(a_job(job_id), expires=60)
+    scores = {i: int(await redis.zscore(keys.ARQ_QUEUE, i) or 0) for i in ("j1", "j2", "j3")}
+
+    taken = await runs.take(["j3", "j1", "j2"], 2, claim_ms=30_000)
+
+    assert taken == [("j3", scores["j3"]), ("j1", scores["j1"])]
+    assert 0 < await redis.pttl(keys.ARQ_IN_PROGRESS_PREFIX + "j3") <= 30_000
+    assert not await redis.exists(keys.ARQ_IN_PROGRESS_PREFIX + "j2")
+
+
+async def test_a_run_another_worker_claims_or_not_yet_due_is_not_taken(redis: Redis) -> None:
+    runs = RunQueue(redis)
+    for job_id in ("j1", "j2", "j3"):
+        assert await runs.enqueue(a_job(job_id), expires=60)
+    await redis.set(keys.ARQ_IN_PROGRESS_PREFIX + "j1", b"1")
+    await redis.zadd(keys.ARQ_QUEUE, {"j2": 2**50})  # deferred (a retry's delay)
+
+    assert await runs.take(["j1", "j2", "j3"], 3, claim_ms=30_000) == [
+        ("j3", int(await redis.zscore(keys.ARQ_QUEUE, "j3") or 0))
+    ]
+
+
+async def test_a_run_arq_no_longer_queues_leaves_the_fair_line_when_a_worker_looks(
+    redis: Redis,
+) -> None:
+    runs = RunQueue(redis)
+    assert await runs.enqueue(a_job("j1"), expires=60)
+    await redis.zrem(keys.ARQ_QUEUE, "j1")  # finished and removed by arq
+
+    assert await runs.take(["j1"], 0, claim_ms=30_000) == []
+    assert await redis.zscore(keys.FAIR_LINE, "j1") is None
