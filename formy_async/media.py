@@ -10,8 +10,7 @@ import posixpath
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
+from .image_headers import still_size
 from .models import OutputKind
 
 IMAGE = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
@@ -85,6 +84,10 @@ class MediaInfo:
 def _probe_image(data: bytes, *, frames: bool = True) -> MediaInfo:
     """Its size from the header; with `frames`, an animation's duration, which takes reading
     every frame (without, an animation is only said to be one)."""
+    # Pillow is imported here, not at start: a still PNG, JPEG or WebP (nearly every output)
+    # needs no decoder, and a process that never meets another kind goes without (~2.4 MB)
+    from PIL import Image, UnidentifiedImageError
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a probe of our own outputs: bombs are ComfyUI's
         try:
@@ -122,6 +125,9 @@ def _probe_av(data: bytes) -> MediaInfo:
 async def probe(data: bytes, kind: OutputKind) -> MediaInfo:
     """Width and height of images and videos, duration of animations, video and audio."""
     if kind == "image":
+        size = still_size(data)
+        if size is not None:
+            return MediaInfo(*size)
         # a header is read in tens of microseconds, less than a trip to a thread takes
         info = _probe_image(data, frames=False)
         return await asyncio.to_thread(_probe_image, data) if info.animated else info
