@@ -16,15 +16,21 @@ from redis.asyncio import Redis
 from ..settings import BackendSpec
 from . import keys
 from .scripts import Script
+from .warmth import RAN_LUA, models_field
+from .warmth import TTL as WARM_TTL
 
 # Grants a slot to the job if it is among the first `free` waiting jobs, on the first backend
 # (in the caller's order of preference) that is healthy and has room; answers its position in
 # that order (1-based), or 0. Waiting jobs whose worker stopped asking (their `wait` key
 # expired) are dropped from the line. A job granted a slot moves the fair line's virtual time
-# on to its start tag (`fair_start`, if it has one).
-#   extra keys: per backend its slots, then per backend its `down` marker
+# on to its start tag (`fair_start`, if it has one), and, if it names `models`, the backend
+# is recorded as holding them from now on (see store.warmth): the next job for those models
+# must find them there.
+#   extra keys: per backend its slots, then per backend its `down` marker, then its warm record
 #   extra args: per backend its capacity
-_ACQUIRE = """
+_ACQUIRE = (
+    RAN_LUA
+    + """
 local n = tonumber(backend_count)
 redis.call('ZADD', line_key, 'NX', line_score, job_id)
 redis.call('SET', wait_prefix .. job_id, '1', 'PX', wait_ttl_ms)
@@ -50,6 +56,9 @@ for i = 1, n do
     redis.call('ZADD', slots, lease_end_ms, job_id)
     redis.call('ZREM', line_key, job_id)
     redis.call('DEL', wait_prefix .. job_id)
+    if models ~= '' then
+      ran(KEYS[first_extra_key + 2 * n + i - 1], models, '', now, warm_ttl)
+    end
     local clock = tonumber(redis.call('GET', fair_clock_key) or '0')
     if fair_start ~= '' and clock < tonumber(fair_start) then
       redis.call('SET', fair_clock_key, fair_start)
@@ -59,6 +68,7 @@ for i = 1, n do
 end
 return 0
 """
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,9 @@ class Slots:
                 "wait_ttl_ms",
                 "backend_count",
                 "fair_start",
+                "models",
+                "now",
+                "warm_ttl",
             ),
             _ACQUIRE,
         )
@@ -108,10 +121,13 @@ class Slots:
         order: float,
         specs: Sequence[BackendSpec],
         fair_start: float | None = None,
+        models: frozenset[str] = frozenset(),
     ) -> int | None:
         """Join the line (at `order`) and take a slot on the first of `specs` that has one for
-        this job now; its index in `specs`, or None (the job stays in line)."""
-        now_ms = int(time.time() * 1000)
+        this job now; its index in `specs`, or None (the job stays in line). The backend granted
+        holds the job's `models` from then on, as `Warmth.ran` records."""
+        now = time.time()
+        now_ms = int(now * 1000)
         granted = int(
             await self._acquire(
                 {"line_key": keys.POOL_WAITING, "fair_clock_key": keys.FAIR_CLOCK},
@@ -124,10 +140,14 @@ class Slots:
                     "wait_ttl_ms": self.lease_ms,
                     "backend_count": len(specs),
                     "fair_start": "" if fair_start is None else repr(fair_start),
+                    "models": models_field(models) if models else "",
+                    "now": repr(now),
+                    "warm_ttl": WARM_TTL,
                 },
                 extra_keys=[
                     *(keys.backend_slots(s.url) for s in specs),
                     *(keys.backend_down(s.url) for s in specs),
+                    *(keys.backend_warm(s.url) for s in specs),
                 ],
                 extra_args=[s.slots for s in specs],
             )

@@ -25,15 +25,34 @@ SMOOTHING = 0.3
 #: seconds a backend's record is kept after its last prompt
 TTL = 7 * 24 * 3600
 
-# Records the models the backend holds after its newest prompt (and that prompt, if given);
-# when they are not the ones it held, when the switch to them began.
-_RAN = """
-if redis.call('HGET', warm_key, 'models') ~= models then
-  redis.call('HSET', warm_key, 'switched', now)
+#: Lua: `ran(...)` records the models the backend holds after its newest prompt (and that
+#: prompt, if given); when they are not the ones it held, when the switch to them began. Also
+#: part of the slot's script (store.slots), which records a job's models with its slot.
+RAN_LUA = """
+local function ran(warm_key, models, prompt_id, now, ttl)
+  if redis.call('HGET', warm_key, 'models') ~= models then
+    redis.call('HSET', warm_key, 'switched', now)
+  end
+  redis.call('HSET', warm_key, 'models', models)
+  if prompt_id ~= '' then redis.call('HSET', warm_key, 'prompt', prompt_id) end
+  redis.call('EXPIRE', warm_key, ttl)
 end
-redis.call('HSET', warm_key, 'models', models)
-if prompt_id ~= '' then redis.call('HSET', warm_key, 'prompt', prompt_id) end
-redis.call('EXPIRE', warm_key, ttl)
+"""
+_RAN = RAN_LUA + "ran(warm_key, models, prompt_id, now, ttl)\n"
+
+# Folds the seconds measured (either may be '') into the backend's moving averages; a load
+# measured ends the switch.
+_MEASURED = """
+local function fold(field, new)
+  if new == '' then return end
+  new = tonumber(new)
+  local old = tonumber(redis.call('HGET', warm_key, field))
+  if old then new = old + tonumber(smoothing) * (new - old) end
+  redis.call('HSET', warm_key, field, string.format('%.17g', new))
+end
+fold('switch', switch)
+fold('run', run)
+if switch ~= '' then redis.call('HDEL', warm_key, 'switched') end
 """
 
 
@@ -65,6 +84,7 @@ class Warmth:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._ran = Script(redis, ("warm_key",), ("models", "prompt_id", "now", "ttl"), _RAN)
+        self._measured = Script(redis, ("warm_key",), ("switch", "run", "smoothing"), _MEASURED)
 
     async def of(self, urls: Sequence[str]) -> list[Warm]:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -78,7 +98,7 @@ class Warmth:
         await self._ran(
             {"warm_key": keys.backend_warm(url)},
             {
-                "models": json.dumps(sorted(models)),
+                "models": models_field(models),
                 "prompt_id": prompt_id or "",
                 "now": repr(time.time()),
                 "ttl": TTL,
@@ -87,19 +107,17 @@ class Warmth:
 
     async def measured(self, url: str, *, switch: float | None, run: float | None) -> None:
         """Fold a model load's and an execution's seconds into the backend's averages; a load
-        measured ends the switch."""
-        current = (await self.of([url]))[0]
-        fields = {}
-        if switch is not None:
-            fields["switch"] = repr(_average(current.switch, switch))
-        if run is not None:
-            fields["run"] = repr(_average(current.run, run))
-        if fields:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(keys.backend_warm(url), mapping=fields)
-                if switch is not None:
-                    pipe.hdel(keys.backend_warm(url), "switched")
-                await pipe.execute()
+        measured ends the switch. One script: a read and a write would be two round trips."""
+        if switch is None and run is None:
+            return
+        await self._measured(
+            {"warm_key": keys.backend_warm(url)},
+            {
+                "switch": "" if switch is None else repr(switch),
+                "run": "" if run is None else repr(run),
+                "smoothing": repr(SMOOTHING),
+            },
+        )
 
     async def forget(self, url: str) -> None:
         """The backend lost what it had loaded (it restarted): cold, costs kept."""
@@ -108,8 +126,9 @@ class Warmth:
             await pipe.execute()
 
 
-def _average(old: float | None, new: float) -> float:
-    return new if old is None else old + SMOOTHING * (new - old)
+def models_field(models: frozenset[str]) -> str:
+    """How a set of models is stored in a backend's record."""
+    return json.dumps(sorted(models))
 
 
 def _parse(raw: dict[bytes | str, bytes | str]) -> Warm:

@@ -183,13 +183,12 @@ class BackendPool:
             await self.slots.step_aside(job.id)
             return None
         start = None if waiter.fair is None else waiter.fair - FAIR_OFFSET.get(job.priority, 0.0)
-        granted = await self.slots.acquire(job.id, waiter.order, specs, start)
+        # with the slot, the backend is recorded as holding the job's models
+        granted = await self.slots.acquire(job.id, waiter.order, specs, start, models)
         if granted is None:
             return None
         spec = specs[granted]
         self.held[job.id] = spec.url
-        if models:  # from now on: the next job for these models must find them here
-            await self.ran(spec.url, models, None)
         return spec
 
     @contextlib.asynccontextmanager

@@ -196,16 +196,20 @@ class JobRun:
         prefetch = Prefetch(self.comfy, self.workflow)
         witness = Witness(prompt_id, graph, self.workflow.manifest.outputs or None)
         # the backend will hold the job's models next: noted while the prompt is queued
-        noting = asyncio.ensure_future(self.wc.pool.ran(backend, loader_models(graph), prompt_id))
+        noted = [asyncio.ensure_future(self.wc.pool.ran(backend, loader_models(graph), prompt_id))]
         try:
             if queued.messages is not None:
                 await self.follow(graph, queued.messages, times, prefetch, witness)
             if queued.socket is None or queued.socket.gaps:
                 witness.missed()
-            entry, _ = await asyncio.gather(  # its timings are learned while history is read
-                self.outcome(prompt_id, witness.entry()),
-                self.wc.pool.measured(backend, switch=times.switch, run=times.run),
+            # the backend's costs are noted while history is read and the outputs are fetched
+            # and stored: neither waits for the other
+            noted.append(
+                asyncio.ensure_future(
+                    self.wc.pool.measured(backend, switch=times.switch, run=times.run)
+                )
             )
+            entry = await self.outcome(prompt_id, witness.entry())
             shown = []
             outputs = collect_outputs(prefetch, self.wc.storage, entry, self.workflow, self.job)
             async for output in outputs:
@@ -216,7 +220,7 @@ class JobRun:
             texts = collect_texts(entry, self.workflow)
             self.writing(self.wc.lifecycle.done(self.job, shown=shown, texts=texts))
         finally:
-            await asyncio.gather(noting, *self._writes, return_exceptions=True)
+            await asyncio.gather(*noted, *self._writes, return_exceptions=True)
             await prefetch.aclose()
             if queued.socket is not None:  # closed already, unless this ended before `follow`
                 await queued.socket.aclose()
