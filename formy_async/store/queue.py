@@ -166,16 +166,19 @@ return tostring(extra)
 """
 
 
-#: a worker claims the runs it is given (the fair line's head, then what else arq found), in
-#: order, as arq claims one (its in-progress key, `PSETEX`), skipping those another worker
-#: claims or that are not due, until it holds `wanted`; runs arq no longer queues leave the fair
-#: line. Returns the claimed ids, each followed by its score. One round trip, where arq's own
-#: claim is four per run (WATCH, EXISTS, ZSCORE, MULTI/EXEC) and a claimed run costs them too.
-_TAKE = """
-local out = {}
+#: a worker's poll in one round trip: the runs it may take are read (the fair line's head, then
+#: what else arq's queue holds that is due: webhook deliveries) and claimed in that order, as
+#: arq claims one (its in-progress key, `PSETEX`), skipping those another worker claims or that
+#: are not due, until it holds `want`; runs arq no longer queues leave the fair line on the way.
+#: Returns the claimed ids, each followed by its score. arq's own poll reads its queue in one
+#: round trip and claims each run in four more (WATCH, EXISTS, ZSCORE, MULTI/EXEC), and every
+#: run a worker already holds costs those too.
+_POLL = """
+local out, seen = {}, {}
 local wanted = tonumber(want)
-for i = first_extra_arg, #ARGV do
-  local run_id = ARGV[i]
+local function consider(run_id)
+  if seen[run_id] then return end
+  seen[run_id] = true
   local score = redis.call('ZSCORE', queue_key, run_id)
   if not score then
     redis.call('ZREM', line_key, run_id)
@@ -187,6 +190,13 @@ for i = first_extra_arg, #ARGV do
       out[#out + 1] = score
     end
   end
+end
+for _, run_id in ipairs(redis.call('ZRANGE', line_key, 0, tonumber(count) - 1)) do
+  consider(run_id)
+end
+if #out < 2 * wanted then
+  local due = redis.call('ZRANGEBYSCORE', queue_key, '-inf', now_ms, 'LIMIT', 0, count)
+  for _, run_id in ipairs(due) do consider(run_id) end
 end
 return out
 """
@@ -201,8 +211,8 @@ class RunQueue:
         self._charge = Script(
             self.arq, ("finish_key", "typical_key"), ("user", "seconds", "weight", "moves"), _CHARGE
         )
-        take_args = ("want", "now_ms", "claim_prefix", "claim_ms")
-        self._take = Script(self.arq, ("queue_key", "line_key"), take_args, _TAKE)
+        poll_args = ("count", "want", "now_ms", "claim_prefix", "claim_ms")
+        self._poll = Script(self.arq, ("queue_key", "line_key"), poll_args, _POLL)
 
     async def charge(self, user: str, gpu_seconds: float, *, weight: float = 1.0) -> float:
         """Fair share by GPU-seconds: move the user's place for a job that ran `gpu_seconds`
@@ -228,21 +238,19 @@ class RunQueue:
         score = await self.arq.zscore(keys.FAIR_LINE, job_id)
         return None if score is None else float(score)
 
-    async def take(
-        self, run_ids: list[str], wanted: int, *, claim_ms: int
-    ) -> list[tuple[str, int]]:
-        """Claim up to `wanted` of these runs, in order, for `claim_ms` (arq's in-progress
-        timeout): each due one that no worker claims yet. The claimed ones, with their scores;
-        runs arq no longer queues leave the fair line on the way."""
-        reply = await self._take(
+    async def poll(self, count: int, wanted: int, *, claim_ms: int) -> list[tuple[str, int]]:
+        """Claim up to `wanted` runs for `claim_ms` (arq's in-progress timeout), looking at the
+        first `count` of the fair line, then of arq's due ones (see `_POLL`); the claimed ones,
+        in that order, with their scores."""
+        reply = await self._poll(
             {"queue_key": keys.ARQ_QUEUE, "line_key": keys.FAIR_LINE},
             {
+                "count": max(count, 1),
                 "want": max(wanted, 0),
                 "now_ms": int(time.time() * 1000),
                 "claim_prefix": keys.ARQ_IN_PROGRESS_PREFIX,
                 "claim_ms": claim_ms,
             },
-            extra_args=run_ids,
         )
         items = [text(item) for item in reply]
         return [(items[i], int(float(items[i + 1]))) for i in range(0, len(items), 2)]

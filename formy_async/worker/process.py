@@ -45,7 +45,9 @@ class FormyWorker(Worker):
 
     Running jobs stay in arq's queue, and every poll arq WATCHes each of them in turn only to
     find it taken (three round trips each, for every job any worker runs), then claims a free
-    one in a fourth. Here one script claims the free ones and skips the rest (`RunQueue.take`).
+    one in a fourth. Here one script reads the queue, claims the free runs and skips the rest
+    (`RunQueue.poll`): a poll is one round trip, where arq's and an earlier one of ours were
+    at least three.
 
     Runs are taken in the fair line's order (see `store.queue.FAIR_OFFSET`), not arq's: within
     a priority, each user in turn, so that one user's backlog does not hold up another's job.
@@ -65,7 +67,7 @@ class FormyWorker(Worker):
         started = self.loop.time()
         self.wake.clear()  # a wake-up from now on may be for a job this poll does not see
         self._started_some = False
-        await super()._poll_iteration()
+        await self._poll_once()
         busy = self.loop.time() - started
         if busy < MIN_POLL_GAP:  # a stream of wake-ups must not turn into a busy loop
             await asyncio.sleep(MIN_POLL_GAP - busy)
@@ -103,19 +105,31 @@ class FormyWorker(Worker):
             self.wake.set()  # a slot is free: jobs may be waiting that the full worker left
         super()._release_sem_dec_counter_on_complete()
 
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        # runs in fair order (each user's turn within a priority), then what arq found that is
-        # not in the fair line (webhook deliveries), in arq's order
-        fair = await self.runs.fair_head(self.queue_read_limit)
-        listed = set(fair)
-        found = [*fair, *(j.decode() for j in job_ids if j.decode() not in listed)]
-        ids = [job_id for job_id in found if job_id not in self.tasks]
-        if not ids:
-            return
+    async def _poll_once(self) -> None:
+        """arq's poll iteration, its queue read and claims made in one script (`RunQueue.poll`)."""
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            remaining = self.max_burst_jobs - self._jobs_started()
+            if remaining < 1:
+                return
+            count = min(remaining, count)
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            await self._start_runs(count)
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                task.result()  # what a run raised surfaces here, as in arq's poll
+        await self.heart_beat()
+
+    async def _start_runs(self, count: int) -> None:
         wanted = self.max_jobs - self.job_counter
         claim_ms = int(self.in_progress_timeout_s * 1000)
-        for job_id, score in await self.runs.take(ids, wanted, claim_ms=claim_ms):
-            # from here on as arq's own start_jobs, whose claim this replaces
+        for job_id, score in await self.runs.poll(count, wanted, claim_ms=claim_ms):
+            if job_id in self.tasks:  # its claim ran out while it still runs here: renewed
+                continue
+            # from here on as arq's own start_jobs, whose claim the script replaces
             await self.sem.acquire()
             self.job_counter += 1
             self._started_some = True

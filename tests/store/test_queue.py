@@ -89,19 +89,33 @@ async def test_the_typical_job_follows_the_jobs_that_ran(redis: Redis) -> None:
     assert float(await redis.get(keys.FAIR_TYPICAL)) == pytest.approx(1.0, abs=0.2)
 
 
-async def test_a_worker_takes_due_runs_in_the_order_given_up_to_what_it_can_hold(
+async def score(redis: Redis, run_id: str) -> int:
+    return int(await redis.zscore(keys.ARQ_QUEUE, run_id) or 0)
+
+
+async def test_a_poll_takes_due_runs_in_fair_order_up_to_what_the_worker_can_hold(
     redis: Redis,
 ) -> None:
     runs = RunQueue(redis)
     for job_id in ("j1", "j2", "j3"):
         assert await runs.enqueue(a_job(job_id), expires=60)
-    scores = {i: int(await redis.zscore(keys.ARQ_QUEUE, i) or 0) for i in ("j1", "j2", "j3")}
 
-    taken = await runs.take(["j3", "j1", "j2"], 2, claim_ms=30_000)
+    taken = await runs.poll(10, 2, claim_ms=30_000)
 
-    assert taken == [("j3", scores["j3"]), ("j1", scores["j1"])]
-    assert 0 < await redis.pttl(keys.ARQ_IN_PROGRESS_PREFIX + "j3") <= 30_000
-    assert not await redis.exists(keys.ARQ_IN_PROGRESS_PREFIX + "j2")
+    assert taken == [("j1", await score(redis, "j1")), ("j2", await score(redis, "j2"))]
+    assert 0 < await redis.pttl(keys.ARQ_IN_PROGRESS_PREFIX + "j1") <= 30_000
+    assert not await redis.exists(keys.ARQ_IN_PROGRESS_PREFIX + "j3")
+
+
+async def test_a_poll_takes_what_arq_queues_outside_the_fair_line_after_it(redis: Redis) -> None:
+    runs = RunQueue(redis)
+    await redis.zadd(keys.ARQ_QUEUE, {"delivery": 1})  # a webhook delivery: arq's alone
+    assert await runs.enqueue(a_job("j1"), expires=60)
+
+    assert await runs.poll(10, 5, claim_ms=30_000) == [
+        ("j1", await score(redis, "j1")),
+        ("delivery", 1),
+    ]
 
 
 async def test_a_run_another_worker_claims_or_not_yet_due_is_not_taken(redis: Redis) -> None:
@@ -111,9 +125,17 @@ async def test_a_run_another_worker_claims_or_not_yet_due_is_not_taken(redis: Re
     await redis.set(keys.ARQ_IN_PROGRESS_PREFIX + "j1", b"1")
     await redis.zadd(keys.ARQ_QUEUE, {"j2": 2**50})  # deferred (a retry's delay)
 
-    assert await runs.take(["j1", "j2", "j3"], 3, claim_ms=30_000) == [
-        ("j3", int(await redis.zscore(keys.ARQ_QUEUE, "j3") or 0))
-    ]
+    assert await runs.poll(10, 3, claim_ms=30_000) == [("j3", await score(redis, "j3"))]
+
+
+async def test_a_poll_looks_at_the_first_runs_only(redis: Redis) -> None:
+    runs = RunQueue(redis)
+    for job_id in ("j1", "j2", "j3"):
+        assert await runs.enqueue(a_job(job_id), expires=60)
+    await redis.set(keys.ARQ_IN_PROGRESS_PREFIX + "j1", b"1")
+    await redis.set(keys.ARQ_IN_PROGRESS_PREFIX + "j2", b"1")
+
+    assert await runs.poll(2, 3, claim_ms=30_000) == []
 
 
 async def test_a_run_arq_no_longer_queues_leaves_the_fair_line_when_a_worker_looks(
@@ -123,5 +145,5 @@ async def test_a_run_arq_no_longer_queues_leaves_the_fair_line_when_a_worker_loo
     assert await runs.enqueue(a_job("j1"), expires=60)
     await redis.zrem(keys.ARQ_QUEUE, "j1")  # finished and removed by arq
 
-    assert await runs.take(["j1"], 0, claim_ms=30_000) == []
+    assert await runs.poll(10, 0, claim_ms=30_000) == []
     assert await redis.zscore(keys.FAIR_LINE, "j1") is None
