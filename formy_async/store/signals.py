@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
@@ -64,14 +65,26 @@ class WorkerSignals:
 
     @contextlib.asynccontextmanager
     async def watch(self, job_id: str) -> AsyncIterator[asyncio.Event]:
-        """An event set when the job's cancellation is requested (or already was)."""
+        """An event set when the job's cancellation is requested (or already was).
+
+        A request made from now on arrives as a message; one made before is found by its key,
+        looked for while the job goes on (taking its slot, starting): a round trip fewer before
+        its prompt, and a job cancelled before it ran is final in its record anyway, which its
+        start finds."""
         event = self.waiting[job_id] = asyncio.Event()
+        looking = asyncio.ensure_future(self._look(job_id, event))
+        try:
+            yield event
+        finally:
+            looking.cancel()
+            self.waiting.pop(job_id, None)
+
+    async def _look(self, job_id: str, event: asyncio.Event) -> None:
         try:
             if await self.redis.exists(keys.job_cancel(job_id)):
                 event.set()
-            yield event
-        finally:
-            self.waiting.pop(job_id, None)
+        except RedisError as exc:  # a job cancelled before it ran is final in its record
+            log.warning("cancel_check_failed", job_id=job_id, error=str(exc))
 
     async def _run(self) -> None:
         delay = 0.1
