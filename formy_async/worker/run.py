@@ -245,20 +245,17 @@ class JobRun:
         try:
             inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
             assets = await upload_assets(self.comfy, self.wc.storage, self.wc.assets, self.job)
-            self.recorded(await starting, self.job)
-            socket = await opening
-        except BaseException:
-            await asyncio.gather(starting, return_exceptions=True)  # a write is not cut off
-            await _discard(opening)
-            raise
-        try:
+            # rendered while the write and the handshake are on their way
             graph = self.workflow.render(
                 self.job.params, output_prefix=f"formy/{self.job.id}", inputs=inputs
             )
             if assets:
                 graph = with_files(graph, assets)
+            self.recorded(await starting, self.job)
+            socket = await opening
         except BaseException:
-            await socket.aclose()
+            await asyncio.gather(starting, return_exceptions=True)  # a write is not cut off
+            await _discard(opening)
             raise
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         messages = self.comfy.run(graph, prompt_id, socket, self.job.extra_data)
