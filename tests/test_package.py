@@ -20,6 +20,7 @@ DOMAIN = {
     "asset_refs",
     "auth",
     "images",
+    "image_headers",
     "media",
     "storage",
     "workflows",
