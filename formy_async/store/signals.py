@@ -69,8 +69,8 @@ class WorkerSignals:
 
         A request made from now on arrives as a message; one made before is found by its key,
         looked for while the job goes on (taking its slot, starting): a round trip fewer before
-        its prompt, and a job cancelled before it ran is final in its record anyway, which its
-        start finds."""
+        its prompt. Found a moment later, it stops the job as a request made while it runs
+        does (a pending job's cancel is also final in its record, which its start finds)."""
         event = self.waiting[job_id] = asyncio.Event()
         looking = asyncio.ensure_future(self._look(job_id, event))
         try:
@@ -83,7 +83,7 @@ class WorkerSignals:
         try:
             if await self.redis.exists(keys.job_cancel(job_id)):
                 event.set()
-        except RedisError as exc:  # a job cancelled before it ran is final in its record
+        except RedisError as exc:  # a pending job's cancel is final in its record anyway
             log.warning("cancel_check_failed", job_id=job_id, error=str(exc))
 
     async def _run(self) -> None:
