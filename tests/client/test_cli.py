@@ -296,21 +296,27 @@ async def test_url_comes_from_formy_url(
 
 async def _interrupt_while_waiting(stack: Stack, answer: bytes) -> tuple[int, str, str]:
     """Run `submit --wait` as a process, press Ctrl+C once the sampler runs, answer the prompt."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "formy_async",
-        "submit",
-        "text_to_image",
-        *LONG,
-        "--wait",
-        "--url",
-        stack.url,
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    # as from a terminal: a process inherits an ignored SIGINT (the tests run as a shell's
+    # background job, say), and a handled one it does not
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "formy_async",
+            "submit",
+            "text_to_image",
+            *LONG,
+            "--wait",
+            "--url",
+            stack.url,
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert proc.stdout is not None
     while "KSampler" not in (line := (await proc.stdout.readline()).decode()):
         assert line, "the command ended before the sampler ran"
