@@ -14,16 +14,27 @@ _BARE = frozenset({0x01, *range(0xD0, 0xD9)})
 def still_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) of a still PNG, JPEG or WebP, as Pillow reports them (before any EXIF
     rotation); None for anything else, an animation included, or a header that does not parse."""
+    found = still_image(data)
+    return None if found is None else found[1:]
+
+
+def still_image(data: bytes) -> tuple[str, int, int] | None:
+    """(format, width, height) as `still_size` reads them, the format as Pillow names it in
+    lower case: "png", "jpeg" or "webp"."""
     try:
         if data.startswith(_PNG):
-            return _png(data)
+            return _named("png", _png(data))
         if data.startswith(b"\xff\xd8"):
-            return _jpeg(data)
+            return _named("jpeg", _jpeg(data))
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            return _webp(data)
+            return _named("webp", _webp(data))
     except (struct.error, IndexError):
         return None
     return None
+
+
+def _named(fmt: str, size: tuple[int, int] | None) -> tuple[str, int, int] | None:
+    return None if size is None else (fmt, *size)
 
 
 def _png(data: bytes) -> tuple[int, int] | None:

@@ -1,4 +1,4 @@
-"""Pillow work on image bytes, run off the event loop: probing, and checking uploads."""
+"""Image bytes: probing (by the header where it is enough) and checking uploads (Pillow)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from .image_headers import still_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -48,8 +49,11 @@ def _probe(data: bytes) -> tuple[str, int, int] | None:
 
 
 async def probe(data: bytes) -> tuple[str, int, int] | None:
-    """(format, width, height) of an image, or None when the bytes are no image Pillow knows."""
-    return await asyncio.to_thread(_probe, data)
+    """(format, width, height) of an image, or None when the bytes are no image Pillow knows.
+    A still PNG, JPEG or WebP (every upload, once re-encoded) is read from its header, on the
+    loop; anything else by Pillow, in a thread."""
+    found = still_image(data)
+    return found if found is not None else await asyncio.to_thread(_probe, data)
 
 
 def _check(data: bytes, max_pixels: int) -> CheckedImage:
