@@ -40,8 +40,7 @@ _TYPE = re.compile(r'"type":\s*"(\w+)"')
 
 #: (target "module:Qualified.name", step) of every span: the call's begin and end
 WORKER_SPANS = (
-    ("formy_async.store.jobs:JobStore.get", "job_read"),
-    ("formy_async.store.queue:RunQueue.fair_place", "fair_place"),
+    ("formy_async.worker.run:_claimed_job", "job_read"),
     ("formy_async.worker.run:_models", "models_found"),
     ("formy_async.store.leases:Leases.hold", "lease_held"),
     ("formy_async.worker.pool:BackendPool.try_acquire", "slot_try"),

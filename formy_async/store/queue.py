@@ -170,9 +170,10 @@ return tostring(extra)
 #: what else arq's queue holds that is due: webhook deliveries) and claimed in that order, as
 #: arq claims one (its in-progress key, `PSETEX`), skipping those another worker claims or that
 #: are not due, until it holds `want`; runs arq no longer queues leave the fair line on the way.
-#: Returns the claimed ids, each followed by its score. arq's own poll reads its queue in one
-#: round trip and claims each run in four more (WATCH, EXISTS, ZSCORE, MULTI/EXEC), and every
-#: run a worker already holds costs those too.
+#: Returns four items per claimed run: its id, its score, and what the worker reads next, its
+#: job record and its place in the fair line (each nil when there is none: a webhook delivery).
+#: arq's own poll reads its queue in one round trip and claims each run in four more (WATCH,
+#: EXISTS, ZSCORE, MULTI/EXEC), and every run a worker already holds costs those too.
 _POLL = """
 local out, seen = {}, {}
 local wanted = tonumber(want)
@@ -182,24 +183,37 @@ local function consider(run_id)
   local score = redis.call('ZSCORE', queue_key, run_id)
   if not score then
     redis.call('ZREM', line_key, run_id)
-  elseif #out < 2 * wanted and tonumber(score) <= tonumber(now_ms) then
+  elseif #out < 4 * wanted and tonumber(score) <= tonumber(now_ms) then
     local claim = claim_prefix .. run_id
     if redis.call('EXISTS', claim) == 0 then
       redis.call('PSETEX', claim, claim_ms, '1')
       out[#out + 1] = run_id
       out[#out + 1] = score
+      out[#out + 1] = redis.call('GET', job_prefix .. run_id)
+      out[#out + 1] = redis.call('ZSCORE', line_key, run_id)
     end
   end
 end
 for _, run_id in ipairs(redis.call('ZRANGE', line_key, 0, tonumber(count) - 1)) do
   consider(run_id)
 end
-if #out < 2 * wanted then
+if #out < 4 * wanted then
   local due = redis.call('ZRANGEBYSCORE', queue_key, '-inf', now_ms, 'LIMIT', 0, count)
   for _, run_id in ipairs(due) do consider(run_id) end
 end
 return out
 """
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A run a poll claimed, with what its worker needs first: its job record as stored at the
+    claim and its place in the fair line (None when there is none: a webhook delivery)."""
+
+    run_id: str
+    score: int
+    record: bytes | None
+    fair: float | None
 
 
 class RunQueue:
@@ -211,7 +225,7 @@ class RunQueue:
         self._charge = Script(
             self.arq, ("finish_key", "typical_key"), ("user", "seconds", "weight", "moves"), _CHARGE
         )
-        poll_args = ("count", "want", "now_ms", "claim_prefix", "claim_ms")
+        poll_args = ("count", "want", "now_ms", "claim_prefix", "claim_ms", "job_prefix")
         self._poll = Script(self.arq, ("queue_key", "line_key"), poll_args, _POLL)
 
     async def charge(self, user: str, gpu_seconds: float, *, weight: float = 1.0) -> float:
@@ -238,10 +252,10 @@ class RunQueue:
         score = await self.arq.zscore(keys.FAIR_LINE, job_id)
         return None if score is None else float(score)
 
-    async def poll(self, count: int, wanted: int, *, claim_ms: int) -> list[tuple[str, int]]:
+    async def poll(self, count: int, wanted: int, *, claim_ms: int) -> list[Claimed]:
         """Claim up to `wanted` runs for `claim_ms` (arq's in-progress timeout), looking at the
         first `count` of the fair line, then of arq's due ones (see `_POLL`); the claimed ones,
-        in that order, with their scores."""
+        in that order."""
         reply = await self._poll(
             {"queue_key": keys.ARQ_QUEUE, "line_key": keys.FAIR_LINE},
             {
@@ -250,10 +264,18 @@ class RunQueue:
                 "now_ms": int(time.time() * 1000),
                 "claim_prefix": keys.ARQ_IN_PROGRESS_PREFIX,
                 "claim_ms": claim_ms,
+                "job_prefix": keys.job(""),
             },
         )
-        items = [text(item) for item in reply]
-        return [(items[i], int(float(items[i + 1]))) for i in range(0, len(items), 2)]
+        return [
+            Claimed(
+                run_id=text(reply[i]),
+                score=int(float(reply[i + 1])),
+                record=None if reply[i + 2] is None else _as_bytes(reply[i + 2]),
+                fair=None if reply[i + 3] is None else float(reply[i + 3]),
+            )
+            for i in range(0, len(reply), 4)
+        ]
 
     async def fair_head(self, count: int) -> list[str]:
         """The first `count` runs of the fair line (started ones among them)."""
@@ -315,6 +337,10 @@ class RunQueue:
             return False
         await self.wake()  # arq's enqueue announces nothing: idle workers would wait a poll
         return True
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _score(bound: float) -> str:

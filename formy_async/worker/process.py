@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,7 +18,8 @@ from ..heap import freeze_startup_heap
 from ..logs import setup_logging
 from ..settings import Settings
 from ..store.connections import arq_pool
-from ..store.queue import RunQueue
+from ..store.queue import Claimed, RunQueue
+from .run import CLAIMED
 from .settings import worker_kwargs
 
 log = structlog.get_logger()
@@ -58,6 +60,9 @@ class FormyWorker(Worker):
         self.idle_poll = poll_delay
         self.wake = asyncio.Event()
         self.ctx["wake"] = self.wake
+        #: run id → what the poll that claimed it read, until its run takes it (see `run_job`)
+        self.claimed: dict[str, Claimed] = {}
+        self.ctx[CLAIMED] = self.claimed
         #: set while the worker waits between two polls (for a wake-up or its poll delay)
         self.idle = asyncio.Event()
         self._runs: RunQueue | None = None
@@ -126,16 +131,23 @@ class FormyWorker(Worker):
     async def _start_runs(self, count: int) -> None:
         wanted = self.max_jobs - self.job_counter
         claim_ms = int(self.in_progress_timeout_s * 1000)
-        for job_id, score in await self.runs.poll(count, wanted, claim_ms=claim_ms):
+        for claimed in await self.runs.poll(count, wanted, claim_ms=claim_ms):
+            job_id = claimed.run_id
             if job_id in self.tasks:  # its claim ran out while it still runs here: renewed
                 continue
+            if claimed.record is not None:
+                self.claimed[job_id] = claimed
             # from here on as arq's own start_jobs, whose claim the script replaces
             await self.sem.acquire()
             self.job_counter += 1
             self._started_some = True
-            task = self.loop.create_task(self.run_job(job_id, score))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            task = self.loop.create_task(self.run_job(job_id, claimed.score))
+            task.add_done_callback(functools.partial(self._run_ended, job_id))
             self.tasks[job_id] = task
+
+    def _run_ended(self, job_id: str, _: asyncio.Task[None]) -> None:
+        self.claimed.pop(job_id, None)  # arq did not call the job's function (it expired)
+        self._release_sem_dec_counter_on_complete()
 
 
 async def supervise(worker: Worker) -> None:

@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..models import Job, NodeProgress, OutputFile, now
 from ..store.jobs import PreviewImage as StoredPreview
+from ..store.queue import Claimed
 from ..workflows import Workflow, raw_workflow
 from .context import WorkerContext
 from .metering import Meter
@@ -396,11 +397,14 @@ class JobRun:
         return output.model_copy(update={"url": self.sign(output.url)})
 
 
+#: the worker context's key of the runs its last polls claimed (`FormyWorker.claimed`)
+CLAIMED = "claimed"
+
+
 async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     """arq entry point: run the job with this id to its final state; returns that state."""
     wc = WorkerContext.of(ctx)
-    # read together: the run's place in the fair line needs only its id
-    job, fair = await asyncio.gather(wc.store.get(job_id), wc.queue.fair_place(job_id))
+    job, fair = await _claimed_job(ctx, wc, job_id)
     if not job.is_final:
         structlog.contextvars.bind_contextvars(job_id=job_id, workflow=job.workflow, user=job.user)
         try:
@@ -415,6 +419,23 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> str:
     if final.webhook_url and final.is_final:
         await wc.queue.enqueue_webhook(final)  # once per job: its arq id is fixed
     return final.status
+
+
+async def _claimed_job(
+    ctx: dict[str, Any], wc: WorkerContext, job_id: str
+) -> tuple[Job, float | None]:
+    """The job and its place in the fair line, as the poll that claimed its run read them.
+
+    The record may be a moment old: a job cancelled since then is final in Redis but not
+    here, and its run stops where it would write `started` (that write refuses a final job).
+    Without the poll's read (a run started another way), both are read now.
+    """
+    claimed: Claimed | None = ctx.get(CLAIMED, {}).pop(job_id, None)
+    if claimed is not None and claimed.record is not None:
+        return Job.model_validate_json(claimed.record), claimed.fair
+    # read together: the run's place in the fair line needs only its id
+    job, fair = await asyncio.gather(wc.store.get(job_id), wc.queue.fair_place(job_id))
+    return job, fair
 
 
 def _given_up(wc: WorkerContext, job: Job) -> FormyError | None:

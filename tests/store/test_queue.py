@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from formy_async.models import Job
 from formy_async.store import keys
 from formy_async.store.connections import arq_pool
-from formy_async.store.queue import RunQueue
+from formy_async.store.queue import Claimed, RunQueue
 
 pytestmark = pytest.mark.redis
 
@@ -93,6 +93,10 @@ async def score(redis: Redis, run_id: str) -> int:
     return int(await redis.zscore(keys.ARQ_QUEUE, run_id) or 0)
 
 
+def ids(claimed: list[Claimed]) -> list[tuple[str, int]]:
+    return [(run.run_id, run.score) for run in claimed]
+
+
 async def test_a_poll_takes_due_runs_in_fair_order_up_to_what_the_worker_can_hold(
     redis: Redis,
 ) -> None:
@@ -102,7 +106,7 @@ async def test_a_poll_takes_due_runs_in_fair_order_up_to_what_the_worker_can_hol
 
     taken = await runs.poll(10, 2, claim_ms=30_000)
 
-    assert taken == [("j1", await score(redis, "j1")), ("j2", await score(redis, "j2"))]
+    assert ids(taken) == [("j1", await score(redis, "j1")), ("j2", await score(redis, "j2"))]
     assert 0 < await redis.pttl(keys.ARQ_IN_PROGRESS_PREFIX + "j1") <= 30_000
     assert not await redis.exists(keys.ARQ_IN_PROGRESS_PREFIX + "j3")
 
@@ -112,7 +116,7 @@ async def test_a_poll_takes_what_arq_queues_outside_the_fair_line_after_it(redis
     await redis.zadd(keys.ARQ_QUEUE, {"delivery": 1})  # a webhook delivery: arq's alone
     assert await runs.enqueue(a_job("j1"), expires=60)
 
-    assert await runs.poll(10, 5, claim_ms=30_000) == [
+    assert ids(await runs.poll(10, 5, claim_ms=30_000)) == [
         ("j1", await score(redis, "j1")),
         ("delivery", 1),
     ]
@@ -125,7 +129,21 @@ async def test_a_run_another_worker_claims_or_not_yet_due_is_not_taken(redis: Re
     await redis.set(keys.ARQ_IN_PROGRESS_PREFIX + "j1", b"1")
     await redis.zadd(keys.ARQ_QUEUE, {"j2": 2**50})  # deferred (a retry's delay)
 
-    assert await runs.poll(10, 3, claim_ms=30_000) == [("j3", await score(redis, "j3"))]
+    assert ids(await runs.poll(10, 3, claim_ms=30_000)) == [("j3", await score(redis, "j3"))]
+
+
+async def test_a_poll_hands_over_each_claimed_jobs_record_and_fair_place(redis: Redis) -> None:
+    runs = RunQueue(redis)
+    job = a_job("j1")
+    await redis.set(keys.job("j1"), job.model_dump_json())
+    assert await runs.enqueue(job, expires=60)
+    await redis.zadd(keys.ARQ_QUEUE, {"delivery": 1})  # a webhook delivery: no record, no place
+
+    first, delivery = await runs.poll(10, 5, claim_ms=30_000)
+
+    assert first.record == job.model_dump_json().encode()
+    assert first.fair == await redis.zscore(keys.FAIR_LINE, "j1")
+    assert (delivery.run_id, delivery.record, delivery.fair) == ("delivery", None, None)
 
 
 async def test_a_poll_looks_at_the_first_runs_only(redis: Redis) -> None:

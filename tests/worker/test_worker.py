@@ -10,9 +10,12 @@ import pytest
 from arq.worker import func
 from redis.asyncio import Redis
 
+from formy_async.models import Job
 from formy_async.store import keys
-from formy_async.store.connections import arq_pool
+from formy_async.store.connections import arq_pool, job_deserializer, job_serializer
+from formy_async.store.queue import Claimed, RunQueue
 from formy_async.worker.process import FormyWorker
+from formy_async.worker.run import CLAIMED
 
 from ..conftest import FIXTURE_WORKFLOWS, StackFactory
 from ..helpers import api_session, follow, submit
@@ -65,13 +68,52 @@ async def test_a_run_handed_back_due_now_wakes_every_worker(redis: Redis) -> Non
     assert [m["type"] for m in messages if m] == ["subscribe", "message"]
 
 
-def _worker(redis: Redis) -> FormyWorker:
+async def test_a_run_gets_the_job_record_its_poll_read(redis: Redis) -> None:
+    handed: list[Claimed | None] = []
+
+    async def run(ctx: dict[str, object], job_id: str) -> None:
+        claimed = ctx[CLAIMED]
+        assert isinstance(claimed, dict)
+        handed.append(claimed.get(job_id))
+
+    worker = _worker(redis, func(run, name=keys.RUN_JOB))
+    job = Job(id="j1", user="ann", workflow="upscale", params={})
+    await redis.set(keys.job("j1"), job.model_dump_json())
+    assert await RunQueue(redis).enqueue(job, expires=60)
+    place = await redis.zscore(keys.FAIR_LINE, "j1")
+
+    await worker._poll_once()
+    await asyncio.gather(*worker.tasks.values())
+
+    [claimed] = handed
+    assert claimed is not None and claimed.record == job.model_dump_json().encode()
+    assert claimed.fair == place
+    assert worker.claimed == {}  # the run took it, or its end did
+
+
+async def test_a_claimed_run_that_arq_does_not_start_leaves_nothing_behind(redis: Redis) -> None:
+    worker = _worker(redis, func(_nothing, name=keys.RUN_JOB))
+    job = Job(id="j1", user="ann", workflow="upscale", params={})
+    await redis.set(keys.job("j1"), job.model_dump_json())
+    assert await RunQueue(redis).enqueue(job, expires=60)
+    await redis.delete(keys.ARQ_JOB_PREFIX + "j1")  # its arq record expired
+
+    await worker._poll_once()
+    assert "j1" in worker.claimed
+    await asyncio.gather(*worker.tasks.values())
+
+    assert worker.claimed == {}
+
+
+def _worker(redis: Redis, *functions: object) -> FormyWorker:
     """A worker that is never started: its poll loop's hooks only."""
     return FormyWorker(
-        functions=[func(_nothing, name="nothing")],
+        functions=list(functions) or [func(_nothing, name="nothing")],
         redis_pool=arq_pool(redis),
         handle_signals=False,
         poll_delay=LONG_POLL,
+        job_serializer=job_serializer,  # as the service's workers read its queue
+        job_deserializer=job_deserializer,
     )
 
 
