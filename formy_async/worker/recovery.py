@@ -79,14 +79,20 @@ class Recovery:
             await self.leases.stop()
 
     @contextlib.asynccontextmanager
-    async def lease(self, job_id: str) -> AsyncIterator[None]:
-        """Hold the job's lease while it runs here (and list it in the heartbeat at once)."""
+    async def lease(self, job_id: str) -> AsyncIterator[asyncio.Future[None]]:
+        """Hold the job's lease while it runs here (and list it in the heartbeat at once).
+
+        The lease is taken while the block goes on (a job waits for its slot meanwhile): the
+        future it yields is done once Redis holds it, and the job must await it before it is
+        recorded as running, since a running job without a lease is one the sweep hands back.
+        """
         self.running.add(job_id)
-        await self.leases.hold(job_id, self.running)
+        holding = asyncio.ensure_future(self.leases.hold(job_id, self.running))
         try:
-            yield
+            yield holding
         finally:
             self.running.discard(job_id)
+            await asyncio.gather(holding, return_exceptions=True)  # awaited, or of no use now
             with contextlib.suppress(RedisError):
                 await self.leases.release(job_id, self.running)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,12 +80,14 @@ class JobRun:
         backend: str | None = None,
         *,
         resuming: bool = False,
+        leased: Awaitable[None] | None = None,
     ) -> None:
         self.wc = wc
         self.comfy = comfy
         self.job = job
         self.backend = backend  # its label: no credentials
         self.resuming = resuming  # the job's prompt may still be on ComfyUI: see `resume`
+        self.leased = leased  # done once the job's lease is held (see `Recovery.lease`)
         self.meter = Meter()
         job.metrics = None  # this attempt's, once it runs
         self.workflow = workflow
@@ -94,6 +96,14 @@ class JobRun:
         self._previews = 0
         self._limit: asyncio.Timeout | None = None
         self._writes: deque[asyncio.Future[int]] = deque()  # its events on their way to Redis
+
+    async def start(self, prompt_id: str, client_id: str, *, resumed: bool = False) -> bool:
+        """Record the job as running this prompt, once its lease is held."""
+        if self.leased is not None:
+            await self.leased
+        return await self.wc.lifecycle.start(
+            self.job, prompt_id, client_id=client_id, resumed=resumed
+        )
 
     @staticmethod
     def recorded(appended: bool, job: Job) -> None:
@@ -240,9 +250,7 @@ class JobRun:
         prompt_id = new_prompt_id()
         self.job.executing_at = None  # a new prompt: an earlier one's start is not its own
         client_id, opening = self.comfy.socket_ahead()
-        starting = asyncio.ensure_future(
-            self.wc.lifecycle.start(self.job, prompt_id, client_id=client_id)
-        )
+        starting = asyncio.ensure_future(self.start(prompt_id, client_id))
         try:
             inputs = await upload_inputs(self.comfy, self.wc.storage, self.workflow, self.job)
             assets = await upload_assets(self.comfy, self.wc.storage, self.wc.assets, self.job)
@@ -280,9 +288,7 @@ class JobRun:
             if state is None:
                 self.log.info("job_prompt_not_resumed", prompt_id=prompt_id)
                 return None
-            started = await self.wc.lifecycle.start(
-                self.job, prompt_id, client_id=client_id, resumed=True
-            )
+            started = await self.start(prompt_id, client_id, resumed=True)
             self.recorded(started, self.job)
         except BaseException:
             await socket.aclose()
@@ -467,7 +473,7 @@ async def _attempt(wc: WorkerContext, job: Job, fair: float | None) -> None:
     models = _models(job, workflow)
     try:
         async with (
-            wc.recovery.lease(job.id),
+            wc.recovery.lease(job.id) as leased,
             wc.signals.watch(job.id) as cancelled,
             wc.pool.slot(job, cancelled, models, fair, backend=resuming) as backend,  # its turn
         ):
@@ -476,7 +482,8 @@ async def _attempt(wc: WorkerContext, job: Job, fair: float | None) -> None:
             job.backend = backend.url
             structlog.contextvars.bind_contextvars(backend=backend.label)
             client = wc.pool.clients[backend.url]
-            run = JobRun(wc, job, workflow, client, backend.label, resuming=resuming is not None)
+            resumes = resuming is not None
+            run = JobRun(wc, job, workflow, client, backend.label, resuming=resumes, leased=leased)
             try:
                 await run.run(cancelled)
             except ComfyUnavailable as exc:
