@@ -4,7 +4,9 @@ Writes one line per message, `<time.monotonic()> <job_id> <seq>`, to the file it
 messages arrive. Its clock is the one the emitter and the browser-side client stamp with, so the
 relay's path splits at the publish: ComfyUI's send → published (the worker's hop: its socket,
 its script round trip) and published → browser (the web's hop, what the bare chain does).
-`python -m bench.listener --redis URL --out FILE`
+The bare chain runs one too (`--pattern bare:events:*`), so that both chains carry the same
+extra subscriber: Redis sends each event twice, and one more process wakes for it.
+`python -m bench.listener --redis URL --out FILE [--pattern P]`
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--pattern", default=keys.EVENTS_PATTERN)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     pubsub = Redis.from_url(args.redis).pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-    pubsub.psubscribe(keys.EVENTS_PATTERN)
+    pubsub.psubscribe(args.pattern)
     with open(args.out, "w", buffering=1) as out:
         print("ready", flush=True)
         for message in pubsub.listen():

@@ -241,9 +241,13 @@ async def start_emitter(port: int, sessions: int = 1) -> tuple[Proc, str]:
     return proc, urls
 
 
-async def start_listener(redis_url: str, out: Path, within: float = 20.0) -> Proc:
-    """bench.listener, writing to `out`; returned once it is subscribed."""
+async def start_listener(
+    redis_url: str, out: Path, within: float = 20.0, pattern: str | None = None
+) -> Proc:
+    """bench.listener, writing to `out` (of the product's events, or `pattern`'s); returned
+    once it is subscribed."""
     argv = [PYTHON, "-m", "bench.listener", "--redis", redis_url, "--out", str(out)]
+    argv += ["--pattern", pattern] if pattern else []
     proc = Proc("listener", argv)
     deadline = time.monotonic() + within
     while "ready" not in proc.tail(1):

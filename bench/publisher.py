@@ -3,7 +3,11 @@
 `--mode raw`: PUBLISH a JSON event on `bare:events:<job>` (the bare chain).
 `--mode store`: the product's path, JobStore.append (the Lua script that logs and publishes),
 to jobs that already exist.
-`python -m bench.publisher --redis URL --mode raw|store --jobs ID,ID,… --rate R --duration S`
+`--phases random`: each job steps every len(jobs) / rate seconds from a random phase of its own,
+as the bench ComfyUI steps its prompts (bench.emitter), instead of in turn at even intervals:
+events from different jobs then come close together at times, as they do on the product's path.
+`python -m bench.publisher --redis URL --mode raw|store --jobs ID,ID,… --rate R --duration S
+[--phases even|random]`
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,9 +36,26 @@ async def paced(rate: float, duration: float) -> AsyncIterator[int]:
         yield i
 
 
-async def publish_raw(redis: Redis, job_ids: list[str], rate: float, duration: float) -> int:
+async def phased(jobs: int, rate: float, duration: float) -> AsyncIterator[int]:
+    """`paced`'s events, but job j's (the i with i % jobs == j) each period from a random
+    phase of its own, the period being what `jobs` in turn at `rate` gives each job."""
+    period = jobs / rate
+    phases = [random.uniform(0, period) for _ in range(jobs)]
+    due = sorted((phases[i % jobs] + (i // jobs) * period, i) for i in range(int(rate * duration)))
+    start = time.monotonic()
+    for at, i in due:
+        pause = start + at - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        yield i
+
+
+async def publish_raw(
+    redis: Redis, job_ids: list[str], rate: float, duration: float, phases: str = "even"
+) -> int:
     sent = 0
-    async for i in paced(rate, duration):
+    steps = phased(len(job_ids), rate, duration) if phases == "random" else paced(rate, duration)
+    async for i in steps:
         job_id = job_ids[i % len(job_ids)]
         event = {
             "job_id": job_id, "seq": i + 2, "ts": time.time(), "status": "processing",
@@ -63,8 +85,10 @@ async def publish_store(redis: Redis, job_ids: list[str], rate: float, duration:
 async def run(args: argparse.Namespace, job_ids: list[str]) -> None:
     redis = Redis.from_url(args.redis)
     try:
-        publish = publish_raw if args.mode == "raw" else publish_store
-        sent = await publish(redis, job_ids, args.rate, args.duration)
+        if args.mode == "raw":
+            sent = await publish_raw(redis, job_ids, args.rate, args.duration, args.phases)
+        else:
+            sent = await publish_store(redis, job_ids, args.rate, args.duration)
         print(json.dumps({"sent": sent}), flush=True)
     finally:
         await redis.aclose()
@@ -77,6 +101,7 @@ def main() -> None:
     parser.add_argument("--jobs", required=True, help="a file of job ids, one per line")
     parser.add_argument("--rate", type=float, required=True, help="events per second, in all")
     parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--phases", choices=["even", "random"], default="even")
     args = parser.parse_args()
     asyncio.run(run(args, Path(args.jobs).read_text().split()))
 

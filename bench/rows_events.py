@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from formy_async.models import Job, Submitted
 from formy_async.store.jobs import JobStore
 
-from . import listener, procs
+from . import bare_relay, listener, procs
 from .clients import BENCH_USER, Subscribers, measuring, poll_jobs, submit_jobs
 from .config import Config
 from .measure import fetch_sends, join_emitter, staleness, stamped_latencies
@@ -126,8 +126,11 @@ async def _relay_bare(cfg: Config) -> dict[str, Any]:
     port = procs.free_port()
     relay = await procs.start_module("bare_relay", "bare_relay", port, "--redis", cfg.redis_url)
     subs = Subscribers(f"ws://127.0.0.1:{port}/ws")
+    # the same extra subscriber as ours has (bench.listener): the chains differ only in the relay
+    published = procs.LOG_DIR / f"published-bare-{time.monotonic_ns()}.txt"
+    stamper = await procs.start_listener(cfg.redis_url, published, pattern=bare_relay.CHANNELS)
     runs: list[dict[str, Any]] = []
-    async with procs.running(relay):
+    async with procs.running(relay, stamper):
         await subs.connect(cfg.relay_jobs * cfg.relay_subs_per_job)
         try:
             for rep in range(cfg.reps):
@@ -139,7 +142,9 @@ async def _relay_bare(cfg: Config) -> dict[str, Any]:
                 cpu = procs.CpuMeter({"relay": relay.pid, "redis": procs.redis_pid()})
                 with measuring():
                     cpu.start()
-                    await publish(cfg, "raw", jobs, rate, cfg.relay_steps * cfg.relay_delay)
+                    # each job stepping from a phase of its own, as ours do (bench.emitter)
+                    duration = cfg.relay_steps * cfg.relay_delay
+                    await publish(cfg, "raw", jobs, rate, duration, phases="random")
                     await asyncio.sleep(0.5)
                     cpu_pct = cpu.stop()
                 await subs.unsubscribe(assignment)
@@ -150,12 +155,14 @@ async def _relay_bare(cfg: Config) -> dict[str, Any]:
     return _summarise(runs)
 
 
-async def publish(cfg: Config, mode: str, jobs: list[str], rate: float, duration: float) -> None:
+async def publish(
+    cfg: Config, mode: str, jobs: list[str], rate: float, duration: float, phases: str = "even"
+) -> None:
     """Run bench.publisher in its own process and wait for it to finish."""
     with tempfile.NamedTemporaryFile("w", suffix=".jobs", delete=False) as handle:
         handle.write("\n".join(jobs))
     args = ["--redis", cfg.redis_url, "--mode", mode, "--jobs", handle.name]
-    args += ["--rate", str(rate), "--duration", str(duration)]
+    args += ["--rate", str(rate), "--duration", str(duration), "--phases", phases]
     proc = procs.Proc("publisher", [procs.PYTHON, "-m", "bench.publisher", *args])
     deadline = time.monotonic() + duration + 30
     while proc.alive() and time.monotonic() < deadline:  # noqa: ASYNC110 (a child's exit)
