@@ -54,12 +54,17 @@ class SpareSocket:
         task.add_done_callback(closing.discard)
 
     async def aclose(self) -> None:
-        # a handshake cut off midway leaves its connection open: it is let finish, briefly
-        await asyncio.wait({self.opening}, timeout=2)
-        self.opening.cancel()
-        with contextlib.suppress(BaseException):
-            socket = await self.opening
-            await socket.aclose()
+        await close_opening(self.opening)
+
+
+async def close_opening(opening: asyncio.Future[PromptSocket]) -> None:
+    """Close a socket that is open or still opening, for a prompt that will not be queued."""
+    # a handshake cut off midway leaves its connection open: it is let finish, briefly
+    await asyncio.wait({opening}, timeout=2)
+    opening.cancel()
+    with contextlib.suppress(BaseException):
+        socket = await opening
+        await socket.aclose()
 
 
 def new_client_id() -> str:

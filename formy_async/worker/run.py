@@ -26,6 +26,7 @@ from ..comfy.messages import (
     PreviewImage,
     ProgressStep,
 )
+from ..comfy.sockets import close_opening
 from ..comfy.witness import Witness
 from ..errors import (
     ComfyError,
@@ -264,7 +265,7 @@ class JobRun:
             socket = await opening
         except BaseException:
             await asyncio.gather(starting, return_exceptions=True)  # a write is not cut off
-            await _discard(opening)
+            await close_opening(opening)  # a handshake cut off would leave its connection
             raise
         self.log.info("job_started", prompt_id=prompt_id, attempt=self.job.attempt)
         messages = self.comfy.run(graph, prompt_id, socket, self.job.extra_data)
@@ -519,11 +520,3 @@ def _models(job: Job, workflow: Workflow) -> frozenset[str]:
 async def _fail(wc: WorkerContext, job: Job, error: FormyError) -> None:
     await wc.lifecycle.fail(job, error)
     log.warning("job_failed", code=error.code, error=error.message)
-
-
-async def _discard(opening: asyncio.Future[PromptSocket]) -> None:
-    """Close a socket opened ahead for a prompt that will not be queued."""
-    opening.cancel()
-    with contextlib.suppress(BaseException):
-        socket = await opening
-        await socket.aclose()
