@@ -17,7 +17,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -28,11 +28,7 @@ from formy_async.store.jobs import JobStore
 
 async def paced(rate: float, duration: float) -> AsyncIterator[int]:
     """0, 1, 2, … each at its due time: `rate` a second for `duration` seconds."""
-    start = time.monotonic()
-    for i in range(int(rate * duration)):
-        pause = start + i / rate - time.monotonic()
-        if pause > 0:
-            await asyncio.sleep(pause)
+    async for i in _on_time((i / rate, i) for i in range(int(rate * duration))):
         yield i
 
 
@@ -42,6 +38,12 @@ async def phased(jobs: int, rate: float, duration: float) -> AsyncIterator[int]:
     period = jobs / rate
     phases = [random.uniform(0, period) for _ in range(jobs)]
     due = sorted((phases[i % jobs] + (i // jobs) * period, i) for i in range(int(rate * duration)))
+    async for i in _on_time(due):
+        yield i
+
+
+async def _on_time(due: Iterable[tuple[float, int]]) -> AsyncIterator[int]:
+    """Each i of (seconds from now, i), in order, once its time has come."""
     start = time.monotonic()
     for at, i in due:
         pause = start + at - time.monotonic()
