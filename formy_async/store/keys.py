@@ -9,9 +9,12 @@ RUN_JOB = "run_job"
 #: the arq function that POSTs a finished job to its webhook
 DELIVER_WEBHOOK = "deliver_webhook"
 
-#: pattern the web processes subscribe to; one channel per job
-EVENTS_PATTERN = f"{PREFIX}:events:*"
+#: one channel per job; a web process subscribes to those of the jobs its clients follow
 EVENTS_CHANNEL_PREFIX = f"{PREFIX}:events:"
+#: every job's channel, for a listener of them all
+EVENTS_PATTERN = f"{EVENTS_CHANNEL_PREFIX}*"
+#: a channel no one publishes to, which each web process's event hub holds (see store/hub.py)
+HUB_CHANNEL = f"{PREFIX}:hub"
 
 
 def job(job_id: str) -> str:

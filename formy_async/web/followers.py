@@ -59,6 +59,7 @@ class FollowerWatch:
         if leader_id not in self.watched:
             self.watched.add(leader_id)
             self.hub.subscribe(leader_id, self)
+            await self.hub.live(leader_id)
         await self._settle(leader_id)
 
     def __call__(self, job_id: str, seq: int, raw: str) -> None:

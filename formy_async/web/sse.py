@@ -156,7 +156,7 @@ async def stream_events(
 async def serve_stream(request: web.Request, stream: EventStream) -> web.StreamResponse:
     """Answer the request with the stream's events, until its job's last (or shutdown)."""
     hub, settings, job_id = request.app[HUB], request.app[SETTINGS], stream.job_id
-    hub.subscribe(job_id, stream)  # before the log is read: nothing falls between the two
+    hub.subscribe(job_id, stream)  # the log is read once its events flow (`hub.live`)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -165,6 +165,7 @@ async def serve_stream(request: web.Request, stream: EventStream) -> web.StreamR
         }
     )
     try:
+        await hub.live(job_id)
         await response.prepare(request)
         await stream.run(response, settings.sse_heartbeat, request.app[CLOSING])
     except (

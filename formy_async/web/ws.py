@@ -98,6 +98,8 @@ class Connection:
     # --- called by the hub (must not block) -----------------------------------------------------
 
     def push(self, job_id: str, seq: int, raw: str) -> None:
+        if job_id not in self.last_seq:
+            return  # not followed yet (its log is read next), or no longer
         self._enqueue(job_id, seq, raw)
         if not self.sending:
             self._start_writer()
@@ -155,6 +157,7 @@ class Connection:
             self.overflowed.pop(job_id, None)
         if job_id not in self.last_seq:
             self.hub.subscribe(job_id, self)
+            await self.hub.live(job_id)  # its log is read once its events flow
         self.last_seq[job_id] = after
         if self.sending:
             return None

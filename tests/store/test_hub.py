@@ -24,6 +24,8 @@ async def test_hub_routes_events_to_their_jobs_sinks_only() -> None:
     got: dict[str, list[int]] = {"a": [], "b": []}
     hub.subscribe("a", lambda job, seq, raw: got["a"].append(seq))
     hub.subscribe("b", lambda job, seq, raw: got["b"].append(seq))
+    await hub.live("a")
+    await hub.live("b")
     await redis.publish(
         keys.events_channel("a"), Submitted(job_id="a", seq=1, workflow="w").model_dump_json()
     )
@@ -63,6 +65,7 @@ async def test_sinks_catch_up_from_the_log_whenever_the_hub_connects() -> None:
     got: list[tuple[str, int]] = []
     hub.subscribe("a", lambda job, seq, raw: got.append((job, seq)))
     await hub.start()  # as after a lost pub/sub connection: events may have been missed
+    await hub.live("a")
     assert got == [("a", RESYNC)]
     await hub.aclose()
     await redis.aclose()
@@ -100,3 +103,54 @@ async def test_read_gate_collects_the_young_generations_once_a_burst_is_through(
     assert collected == []  # a few queued: no burst
     await asyncio.gather(*(reader() for _ in range(20)))
     assert collected == [1]
+
+
+async def test_hub_holds_the_channels_of_followed_jobs_only() -> None:
+    redis = FakeAsyncRedis(server=FakeServer())
+    hub = EventHub(redis)
+    await hub.start()
+
+    def sink(job: str, seq: int, raw: str) -> None:
+        pass
+
+    async def subscribers() -> dict[str, int]:
+        counts = await redis.pubsub_numsub(keys.events_channel("a"), keys.events_channel("b"))
+        return {keys.job_id_from_channel(c.decode()): n for c, n in counts}
+
+    assert await subscribers() == {"a": 0, "b": 0}  # only taking submissions: no traffic
+    hub.subscribe("a", sink)
+    await hub.live("a")
+    assert await subscribers() == {"a": 1, "b": 0}
+    hub.unsubscribe("a", sink)
+    for _ in range(50):
+        if await subscribers() == {"a": 0, "b": 0}:
+            break
+        await asyncio.sleep(0.01)
+    assert await subscribers() == {"a": 0, "b": 0}
+    await hub.aclose()
+    await redis.aclose()
+
+
+async def test_a_job_followed_again_while_its_channel_is_dropped_gets_its_events() -> None:
+    redis = FakeAsyncRedis(server=FakeServer())
+    hub = EventHub(redis)
+    await hub.start()
+    got: list[int] = []
+    first, second = (lambda job, seq, raw: None), (lambda job, seq, raw: got.append(seq))
+    hub.subscribe("a", first)
+    await hub.live("a")
+    hub.unsubscribe("a", first)
+    for _ in range(3):  # its UNSUBSCRIBE goes out…
+        await asyncio.sleep(0)
+    hub.subscribe("a", second)  # …and a SUBSCRIBE after it
+    await hub.live("a")
+    await redis.publish(
+        keys.events_channel("a"), Submitted(job_id="a", seq=1, workflow="w").model_dump_json()
+    )
+    for _ in range(50):
+        if got:
+            break
+        await asyncio.sleep(0.01)
+    assert got == [1]
+    await hub.aclose()
+    await redis.aclose()
