@@ -46,8 +46,9 @@ def seq_of(raw: str) -> int:
 
 
 def _cancelling() -> bool:
-    """Whether this task was cancelled: a cancel that lands while redis-py sends a command can
-    be lost inside it, and a loop around such calls would then run on."""
+    """Whether this task was cancelled. redis-py sends a command through `asyncio.wait_for` when
+    a socket timeout is set, and on Python 3.11 that returns a send that is done as the task is
+    cancelled and drops the cancel: a loop around such calls would then run on."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
 
