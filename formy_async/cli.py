@@ -47,7 +47,7 @@ SERVER_MODULES = frozenset(
         "jwt",
         "PIL",
         "prometheus_client",
-        "pydantic_settings",
+        "dotenv",
         "redis",
         "structlog",
     }

@@ -22,14 +22,13 @@ from typing import Any
 import arq.worker
 import structlog
 from aiohttp import web
-from pydantic import AliasChoices
 from redis.asyncio import Redis
 
 from .auth import mint_token
 from .cli import LISTEN_ERRNOS, listen_problem
 from .heap import freeze_startup_heap
 from .models import without_credentials
-from .settings import Settings
+from .settings import Settings, environment_names
 from .store.connections import fake_redis, redis_from_settings
 from .web.app import create_app
 from .web.serving import app_runner
@@ -168,20 +167,16 @@ def _sources(settings: Settings, dotenv: set[str]) -> dict[str, str]:
     """field → "NAME from the environment" or "NAME from .env", for the fields that were set."""
     found = {}
     for field in sorted(settings.model_fields_set):
-        alias = Settings.model_fields[field].validation_alias
-        names = alias.choices if isinstance(alias, AliasChoices) else [f"FORMY_{field.upper()}"]
-        for name in map(str, names):
-            if os.environ.get(name):  # empty is unset (env_ignore_empty)
-                found[field] = f"{name} from the environment"
-                break
-            if name in dotenv:
-                found[field] = f"{name} from .env"
-                break
+        names = environment_names(field)
+        where = next((f"{n} from the environment" for n in names if os.environ.get(n)), None)
+        where = where or next((f"{n} from .env" for n in names if n in dotenv), None)
+        if where is not None:  # an empty variable is unset
+            found[field] = where
     return found
 
 
 def _dotenv_names(path: Path) -> set[str]:
-    """The variables a `.env` file sets (as pydantic-settings reads it: NAME=value lines)."""
+    """The variables a `.env` file sets (NAME=value lines)."""
     try:
         text = path.read_text()
     except OSError:

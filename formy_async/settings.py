@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from pydantic import AliasChoices, BaseModel, Field, HttpUrl, RedisDsn, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from dotenv import dotenv_values
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, RedisDsn, field_validator
 
 from .models import without_credentials
 
@@ -66,20 +67,57 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(f"FORMY_{name}", name)
 
 
-class Settings(BaseSettings):
+#: the file of variables read from the working directory, under those of the environment
+ENV_FILE = ".env"
+
+
+def environment_names(name: str) -> list[str]:
+    """The variables a setting is read from, in order: its aliases, else `FORMY_<NAME>`."""
+    alias = Settings.model_fields[name].validation_alias
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [f"FORMY_{name.upper()}"]
+
+
+def _configured(env_file: str | Path | None, given: dict[str, Any]) -> dict[str, str]:
+    """Each setting's value from the environment, else from `env_file`, keyed as the model takes
+    it (an alias by the name it was found under). Names match in any case; blank is unset."""
+    sources = [{name.lower(): value for name, value in os.environ.items() if value}]
+    if env_file is not None and Path(env_file).is_file():
+        from_file = dotenv_values(env_file)
+        sources.append({name.lower(): value for name, value in from_file.items() if value})
+    values = {}
+    for field, info in Settings.model_fields.items():
+        names = environment_names(field)
+        if field in given or not given.keys().isdisjoint(names):
+            continue  # the constructor's value comes first
+        found = next(
+            (
+                (name, source[name.lower()])
+                for source in sources
+                for name in names
+                if name.lower() in source
+            ),
+            None,
+        )
+        if found is not None:
+            name, value = found
+            values[name if info.validation_alias else field] = value
+    return values
+
+
+class Settings(BaseModel):
     """Configuration for the web and worker processes.
 
     Every field is read from `FORMY_<NAME>`; the ones platforms hand out (`REDIS_URL`,
-    `COMFYUI_URL`, `PORT`, `HOST`, `SECRET_KEY`) are also read under their plain name.
+    `COMFYUI_URL`, `PORT`, `HOST`, `SECRET_KEY`) are also read under their plain name. Values
+    given to the constructor come first, then the environment, then `.env` (`_env_file`).
     """
 
-    model_config = SettingsConfigDict(
-        env_prefix="FORMY_",
-        env_file=".env",
-        extra="ignore",
-        populate_by_name=True,
-        env_ignore_empty=True,  # a variable left blank in a dashboard means "the default"
-    )
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    def __init__(self, _env_file: str | Path | None = ENV_FILE, **values: Any) -> None:
+        super().__init__(**_configured(_env_file, values), **values)
 
     redis_url: RedisDsn = Field(
         RedisDsn("redis://127.0.0.1:6379/0"),
@@ -104,7 +142,7 @@ class Settings(BaseSettings):
         repr=False,
         description="Signs tokens, output URLs and webhooks; 32+ characters.",
     )
-    cors_origins: Annotated[list[str], NoDecode] = Field(
+    cors_origins: list[str] = Field(
         [], description="Other origins that may call the API and open the WebSocket."
     )
     max_concurrent_tasks_per_user: int = Field(
@@ -123,10 +161,10 @@ class Settings(BaseSettings):
         description="GPU-seconds a user's jobs may use per UTC day before submissions are "
         "refused (0: no budget); a token's `gpu_seconds_per_day` claim overrides it.",
     )
-    high_priority_users: Annotated[list[str], NoDecode] = Field(
+    high_priority_users: list[str] = Field(
         [], description="Users who may submit `high` priority jobs (admins always may)."
     )
-    user_weights: Annotated[dict[str, float], NoDecode] = Field(
+    user_weights: dict[str, float] = Field(
         {},
         description="Shares of the GPUs within a priority, `alice=2,bob=0.5` (everyone else: 1); "
         "a user of weight 2 gets two turns for another's one.",
@@ -159,7 +197,7 @@ class Settings(BaseSettings):
     outputs_ttl: int = Field(30 * 24 * 3600, gt=0, description="Seconds outputs are kept.")
     preview_interval: float = Field(0.5, ge=0, description="Least seconds between two previews.")
     models_cache_ttl: float = Field(30, ge=0, description="Seconds ComfyUI's model list is cached.")
-    raw_graph_nodes: Annotated[list[str], NoDecode] = Field(
+    raw_graph_nodes: list[str] = Field(
         [
             "CheckpointLoaderSimple",
             "CLIPTextEncode",

@@ -52,7 +52,7 @@ SERVER_ONLY = {
     "fakeredis",
     "PIL",
     "prometheus_client",
-    "pydantic_settings",
+    "dotenv",
     "jwt",
     "redis",
     "structlog",

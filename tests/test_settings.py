@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -30,6 +32,38 @@ def test_platform_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_prefixed_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FORMY_MAX_JOBS", "7")
     assert Settings().max_jobs == 7
+
+
+def test_a_dotenv_file_is_read_under_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("PORT=5001\nexport FORMY_MAX_JOBS=9\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PORT", "5002")
+    settings = Settings()
+    assert (settings.port, settings.max_jobs) == (5002, 9)
+    assert Settings(_env_file=None).max_jobs != 9
+
+
+def test_a_value_given_to_the_constructor_comes_before_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORT", "5002")
+    assert (Settings(port=5003).port, Settings(PORT=5004).port) == (5003, 5004)
+
+
+def test_a_blank_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORMY_PORT", "")
+    monkeypatch.setenv("PORT", "5005")
+    monkeypatch.setenv("FORMY_HOST", "")
+    monkeypatch.delenv("HOST", raising=False)
+    settings = Settings()
+    assert (settings.port, settings.host) == (5005, "0.0.0.0")
+
+
+def test_names_are_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("formy_max_jobs", "11")
+    assert Settings().max_jobs == 11
 
 
 def test_unset_redis_and_comfyui_mean_embedded() -> None:
