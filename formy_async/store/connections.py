@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from asyncio import StreamReader
 from typing import Any
@@ -180,6 +181,17 @@ def fake_redis(server: Any) -> Redis:
 
     client: Redis = FakeAsyncRedis(server=server)
     return client
+
+
+def task_cancelling() -> bool:
+    """Whether this task was cancelled, for a loop around Redis calls to check each turn.
+
+    redis-py sends a command through `asyncio.wait_for` when a socket timeout is set (the web
+    process's client), and on Python 3.11 that returns a send that is done as the task is
+    cancelled and drops the cancel: a loop around such calls would run on, and its shutdown wait.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def text(value: bytes | str) -> str:

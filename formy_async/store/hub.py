@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
-from .connections import text
+from .connections import task_cancelling, text
 
 log = structlog.get_logger()
 
@@ -43,14 +43,6 @@ def seq_of(raw: str) -> int:
     """The `seq` of a raw event, read without parsing the whole JSON (it comes second)."""
     start = raw.index('"seq":') + 6
     return int(raw[start : raw.index(",", start)])
-
-
-def _cancelling() -> bool:
-    """Whether this task was cancelled. redis-py sends a command through `asyncio.wait_for` when
-    a socket timeout is set, and on Python 3.11 that returns a send that is done as the task is
-    cancelled and drops the cancel: a loop around such calls would then run on."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class ReadGate:
@@ -187,7 +179,7 @@ class EventHub:
 
     async def _run(self) -> None:
         delay = 0.1
-        while True:
+        while not task_cancelling():
             try:
                 await self._listen()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -223,14 +215,14 @@ class EventHub:
         finally:
             for task in tasks:
                 task.cancel()
-            self._change.set()  # wakes a task whose cancel was lost (see `_cancelling`)
+            self._change.set()  # wakes a task whose cancel was lost (see `task_cancelling`)
             await asyncio.gather(*tasks, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _follow_changes(self, pubsub: PubSub) -> None:
         """Subscribes the channels of newly followed jobs, and drops those no longer followed."""
-        while not _cancelling():
+        while not task_cancelling():
             await self._change.wait()
             self._change.clear()
             changed, self._changed = self._changed, set()
@@ -247,7 +239,7 @@ class EventHub:
         # Subscription confirmations are kept: redis-py reconnects and subscribes again inside
         # get_message by itself, and its confirmation is the only sign that events published
         # meanwhile were missed (they are in the logs: sinks catch up from there).
-        while not _cancelling():
+        while not task_cancelling():
             message: Any = await pubsub.get_message(timeout=30)
             if message is None:
                 continue

@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from ..errors import FormyError
 from ..models import FINAL_EVENT_TYPES
+from ..store.connections import task_cancelling
 from ..store.hub import RESYNC, EventHub
 from ..store.reuse import ReuseStore
 
@@ -84,7 +85,7 @@ class FollowerWatch:
             self.hub.unsubscribe(leader_id, self)
 
     async def _sweep_forever(self) -> None:
-        while True:
+        while not task_cancelling():
             await asyncio.sleep(self.interval)
             with contextlib.suppress(RedisError):
                 await self.sweep()
