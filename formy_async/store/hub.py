@@ -140,7 +140,8 @@ class EventHub:
         if waiter is None:
             waiter = self._waiting[job_id] = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.live_within)
+            async with asyncio.timeout(self.live_within):
+                await asyncio.shield(waiter)
         except TimeoutError:
             if job_id in self.sinks:
                 self._stale.add(job_id)

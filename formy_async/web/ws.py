@@ -157,7 +157,11 @@ class Connection:
             self.overflowed.pop(job_id, None)
         if job_id not in self.last_seq:
             self.hub.subscribe(job_id, self)
-            await self.hub.live(job_id)  # its log is read once its events flow
+            try:
+                await self.hub.live(job_id)  # its log is read once its events flow
+            except BaseException:  # the handler was cancelled: no sink is left behind
+                self.hub.unsubscribe(job_id, self)
+                raise
         self.last_seq[job_id] = after
         if self.sending:
             return None

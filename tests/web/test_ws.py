@@ -220,3 +220,25 @@ async def test_a_client_that_reads_slowly_but_steadily_is_not_reset(store: JobSt
         await writer  # it sends all ten, then ends
     assert (len(ws.sent), transport.aborted.is_set()) == (10, False)
     await conn.aclose()
+
+
+async def test_a_subscription_cut_off_while_its_channel_opens_leaves_no_sink(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _job_with_events(store, 1)
+    hub = EventHub(store.redis)
+    opening = asyncio.Event()
+
+    async def never_live(job_id: str) -> None:
+        opening.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(hub, "live", never_live)
+    conn = Connection(FakeSocket(), hub, store, size=10)  # type: ignore[arg-type]
+    subscribing = asyncio.create_task(conn.subscribe("j", after=0, identity=ALICE))
+    await opening.wait()
+    subscribing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await subscribing
+    assert "j" not in hub.sinks
+    await conn.aclose()
