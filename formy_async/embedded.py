@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import secrets
 import signal
 import sys
@@ -28,7 +26,7 @@ from .auth import mint_token
 from .cli import LISTEN_ERRNOS, listen_problem
 from .heap import freeze_startup_heap
 from .models import without_credentials
-from .settings import Settings, environment_names
+from .settings import Settings, origins
 from .store.connections import fake_redis, redis_from_settings
 from .web.app import create_app
 from .web.serving import app_runner
@@ -135,7 +133,7 @@ def settings_report(settings: Settings, dotenv: Path = Path(".env")) -> str:
     """Which Redis, ComfyUI and secret the run uses and why, and every setting that is not a
     default with where it was set (the environment or `.env`: a forgotten one switches the
     embedded Redis or simulator off)."""
-    sources = _sources(settings, _dotenv_names(dotenv))
+    sources = origins(settings.model_fields_set, dotenv)
     redis = (
         f"{without_credentials(str(settings.redis_url))} ({sources['redis_url']})"
         if "redis_url" in sources
@@ -161,30 +159,6 @@ def settings_report(settings: Settings, dotenv: Path = Path(".env")) -> str:
 
 
 _SHOWN = frozenset({"redis_url", "comfyui_url", "secret_key"})
-
-
-def _sources(settings: Settings, dotenv: set[str]) -> dict[str, str]:
-    """field → "NAME from the environment" or "NAME from .env", for the fields that were set."""
-    found = {}
-    for field in sorted(settings.model_fields_set):
-        names = environment_names(field)
-        where = next((f"{n} from the environment" for n in names if os.environ.get(n)), None)
-        where = where or next((f"{n} from .env" for n in names if n in dotenv), None)
-        if where is not None:  # an empty variable is unset
-            found[field] = where
-    return found
-
-
-def _dotenv_names(path: Path) -> set[str]:
-    """The variables a `.env` file sets (NAME=value lines)."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return set()
-    return set(_DOTENV_LINE.findall(text))
-
-
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*\S", re.M)
 
 
 def ready_text(stack: Stack, *, secret_generated: bool) -> str:

@@ -79,31 +79,53 @@ def environment_names(name: str) -> list[str]:
     return [f"FORMY_{name.upper()}"]
 
 
+#: a place settings are read from: what it is called, and its variables by lower-case name
+Source = tuple[str, dict[str, str]]
+
+
+def _sources(env_file: str | Path | None) -> list[Source]:
+    """The environment, then `env_file` if there is one; a blank variable is unset."""
+    sources = [("the environment", {k.lower(): v for k, v in os.environ.items() if v})]
+    if env_file is not None and Path(env_file).is_file():
+        values = dotenv_values(env_file)
+        sources.append((".env", {k.lower(): v for k, v in values.items() if v}))
+    return sources
+
+
+def _lookup(field: str, sources: list[Source]) -> tuple[str, str, str] | None:
+    """(name, value, where) of the setting's first name set in the first source that sets one."""
+    names = environment_names(field)
+    return next(
+        (
+            (name, found[name.lower()], where)
+            for where, found in sources
+            for name in names
+            if name.lower() in found
+        ),
+        None,
+    )
+
+
 def _configured(env_file: str | Path | None, given: dict[str, Any]) -> dict[str, str]:
     """Each setting's value from the environment, else from `env_file`, keyed as the model takes
     it (an alias by the name it was found under). Names match in any case; blank is unset."""
-    sources = [{name.lower(): value for name, value in os.environ.items() if value}]
-    if env_file is not None and Path(env_file).is_file():
-        from_file = dotenv_values(env_file)
-        sources.append({name.lower(): value for name, value in from_file.items() if value})
+    sources = _sources(env_file)
     values = {}
     for field, info in Settings.model_fields.items():
-        names = environment_names(field)
-        if field in given or not given.keys().isdisjoint(names):
+        if field in given or not given.keys().isdisjoint(environment_names(field)):
             continue  # the constructor's value comes first
-        found = next(
-            (
-                (name, source[name.lower()])
-                for source in sources
-                for name in names
-                if name.lower() in source
-            ),
-            None,
-        )
+        found = _lookup(field, sources)
         if found is not None:
-            name, value = found
+            name, value, _ = found
             values[name if info.validation_alias else field] = value
     return values
+
+
+def origins(fields: set[str], env_file: str | Path | None = ENV_FILE) -> dict[str, str]:
+    """field → "NAME from the environment" or "NAME from .env", for those of `fields` set there."""
+    sources = _sources(env_file)
+    found = {field: _lookup(field, sources) for field in sorted(fields)}
+    return {field: f"{hit[0]} from {hit[2]}" for field, hit in found.items() if hit is not None}
 
 
 class Settings(BaseModel):

@@ -122,9 +122,7 @@ class EventHub:
                 del self.sinks[job_id]
                 self._live.discard(job_id)
                 self._stale.discard(job_id)
-                waiter = self._waiting.pop(job_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)  # no one is left to wait for it
+                self._release(job_id)  # no one is left to wait for it
                 self._want(job_id)
 
     async def live(self, job_id: str) -> None:
@@ -155,6 +153,12 @@ class EventHub:
         for sink in list(sinks):
             sink(job_id, seq, raw)
 
+    def _release(self, job_id: str) -> None:
+        """Ends the wait of those waiting in `live` for the job's channel."""
+        waiter = self._waiting.pop(job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _want(self, job_id: str) -> None:
         self._changed.add(job_id)
         self._change.set()
@@ -170,9 +174,7 @@ class EventHub:
             return
         resubscribed = job_id in self._live  # redis-py reconnected and subscribed again
         self._live.add(job_id)
-        waiter = self._waiting.pop(job_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._release(job_id)
         if resubscribed or job_id in self._stale:
             self._stale.discard(job_id)
             for sink in list(sinks):
