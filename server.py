@@ -8,11 +8,12 @@ import sys
 
 from aiohttp import web
 
-from formy_async.cli import LISTEN_ERRNOS, listen_problem, startup_problem
 from formy_async.logs import setup_logging
 from formy_async.settings import Settings
+from formy_async.start_problems import LISTEN_ERRNOS, listen_problem, startup_problem
 from formy_async.store.connections import redis_from_settings
 from formy_async.web.app import create_app
+from formy_async.web.context import CATALOGUE
 from formy_async.web.serving import serve_app
 
 
@@ -54,7 +55,9 @@ def _add_worker(app: web.Application, settings: Settings) -> None:
     stopping: list[asyncio.Task[None]] = []
 
     async def start(app: web.Application) -> None:
-        await worker.enter_async_context(running_worker(settings, redis_from_settings(settings)))
+        redis = redis_from_settings(settings)
+        running = running_worker(settings, redis, catalogue=app[CATALOGUE])
+        await worker.enter_async_context(running)
 
     async def stop(app: web.Application) -> None:
         stopping.append(asyncio.create_task(worker.aclose()))

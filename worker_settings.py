@@ -3,8 +3,8 @@ without its supervisor); arq takes the keyword arguments of its Worker as a mapp
 
 from __future__ import annotations
 
-from formy_async.cli import startup_problem
 from formy_async.settings import Settings
+from formy_async.start_problems import startup_problem
 from formy_async.worker.settings import worker_kwargs
 
 try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .client.api import FormyClient, WorkflowInfo
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BadRequest,
     ComfyError,
@@ -41,7 +42,20 @@ from .models import (
     Submitted,
 )
 
+if TYPE_CHECKING:
+    from .client.api import FormyClient, WorkflowInfo
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """The client's classes, imported on first use: a service process never loads them."""
+    if name in ("FormyClient", "WorkflowInfo"):
+        from .client import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BadRequest",

@@ -9,14 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from pydantic import ValidationError
 
 from .client.cli import (
     EXIT_DONE,
@@ -25,6 +22,7 @@ from .client.cli import (
     parse_params,
     run_client_command,
 )
+from .start_problems import LISTEN_ERRNOS, listen_problem, startup_problem
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -53,8 +51,6 @@ SERVER_MODULES = frozenset(
     }
 )
 SERVICE_COMMANDS = ("run", "worker", "token", "simulator", "doctor", "workflow")
-#: why a server cannot listen: the port is taken, the address is not this machine's, or privileged
-LISTEN_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -171,21 +167,6 @@ def _run_service_command(args: argparse.Namespace) -> int:
         ) from None
 
 
-def startup_problem(exc: ValueError) -> str:
-    """A start-up failure in one line: each bad setting named by its variable, or the reason."""
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    return "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in exc.errors())
-
-
-def _variable(loc: tuple[int | str, ...]) -> str:
-    name = str(loc[0]) if loc else "settings"
-    if not name.isupper():
-        return f"FORMY_{name.upper()}"  # a field read under its FORMY_ name only
-    plain = name.removeprefix("FORMY_")  # pydantic names the first alias; say the one set
-    return plain if plain in os.environ and name not in os.environ else name
-
-
 def _settings(command: str, *, secret: bool | None, **overrides: object) -> Settings:
     """The settings, checked as the command needs them; a problem exits with one line.
 
@@ -260,14 +241,6 @@ def _run_simulator(args: argparse.Namespace) -> int:
         problem = listen_problem(exc, args.host, args.port)
         raise SystemExit(f"formy-async simulator: {problem}") from None
     return EXIT_DONE
-
-
-def listen_problem(exc: OSError, host: str, port: int) -> str:
-    """Why a server could not listen, in one line, with what to do about it."""
-    reason = os.strerror(exc.errno) if exc.errno else str(exc)  # not asyncio's long sentence
-    taken = exc.errno == errno.EADDRINUSE
-    hint = " (is another server running there? choose another port)" if taken else ""
-    return f"cannot listen on {host}:{port}: {reason}{hint}"
 
 
 def _run_doctor(args: argparse.Namespace) -> int:

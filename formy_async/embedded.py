@@ -23,12 +23,13 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from .auth import mint_token
-from .cli import LISTEN_ERRNOS, listen_problem
 from .heap import freeze_startup_heap
 from .models import without_credentials
 from .settings import Settings, origins
+from .start_problems import LISTEN_ERRNOS, listen_problem
 from .store.connections import fake_redis, redis_from_settings
 from .web.app import create_app
+from .web.context import CATALOGUE
 from .web.serving import app_runner
 from .worker.process import running_worker
 
@@ -86,13 +87,15 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
             )
             comfy_url = await stack.enter_async_context(run_simulator(config))
             settings = settings.model_copy(update={"comfyui_url": comfy_url})
-        runner = app_runner(create_app(settings, redis=redis), settings, shutdown_timeout=2)
+        app = create_app(settings, redis=redis)
+        runner = app_runner(app, settings, shutdown_timeout=2)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         # a development stack stops at once: its running jobs are handed back
-        worker = await stack.enter_async_context(running_worker(settings, worker_redis, grace=0))
+        running = running_worker(settings, worker_redis, grace=0, catalogue=app[CATALOGUE])
+        worker = await stack.enter_async_context(running)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
         yield Stack(
             url=f"http://{host}:{settings.port}", settings=settings, redis=redis, worker=worker

@@ -15,7 +15,7 @@ import formy_async
 PACKAGE = Path(formy_async.__file__).parent
 ROOT = PACKAGE.parent
 
-BOTTOM = {"errors", "settings", "models", "logs", "heap"}
+BOTTOM = {"errors", "settings", "models", "logs", "heap", "start_problems"}
 DOMAIN = {
     "asset_refs",
     "auth",

@@ -10,13 +10,13 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import FormyAPIError, FormyConnectionError, JobFinished
 from ..models import JobView, Upload
-from .api import FormyClient
 
 if TYPE_CHECKING:
+    from .api import FormyClient
     from .printer import Printer
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -105,13 +105,13 @@ class _Call:
     following: str | None = None  # what Ctrl+C offers to cancel
 
 
-Command = Callable[[FormyClient, _Call], Awaitable[int]]
+Command: TypeAlias = "Callable[[FormyClient, _Call], Awaitable[int]]"
 
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run one of CLIENT_COMMANDS; its exit status."""
     # the printer only when a command prints: the service's processes (`formy-async worker`,
-    # `server.py`) share this parser but never print through it
+    # `formy-async run`) share this parser but never print through it
     from .printer import Printer
 
     call = _Call(args, Printer(json_lines=args.json))
@@ -142,6 +142,8 @@ async def _with_client(call: _Call, command: Command) -> int:
     args = call.args
     url = args.url or os.environ.get("FORMY_URL") or DEFAULT_URL
     token = args.token or os.environ.get("FORMY_TOKEN") or None
+    from .api import FormyClient  # a client command's: the service's processes never load it
+
     try:
         async with FormyClient(url, token=token, timeout=args.timeout) as client:
             return await command(client, call)

@@ -19,6 +19,7 @@ from ..logs import setup_logging
 from ..settings import Settings
 from ..store.connections import arq_pool
 from ..store.queue import Claimed, RunQueue
+from ..workflows import Catalogue
 from .run import CLAIMED
 from .settings import worker_kwargs
 
@@ -170,15 +171,20 @@ async def supervise(worker: Worker) -> None:
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    settings: Settings, redis: Redis, *, grace: float | None = None
+    settings: Settings,
+    redis: Redis,
+    *,
+    grace: float | None = None,
+    catalogue: Catalogue | None = None,
 ) -> AsyncIterator[FormyWorker]:
     """A worker in this process's loop, beside its other work (`formy-async run`, and the web
-    process with FORMY_WEB_WORKER), on a Redis client of its own (it closes it when it stops).
+    process with FORMY_WEB_WORKER), on a Redis client of its own (it closes it when it stops),
+    sharing the web app's workflow `catalogue` if given (the app keeps it current).
 
     On exit it takes no more jobs, lets the running ones finish for `grace` seconds (default
     FORMY_SHUTDOWN_GRACE) and hands the rest back, as a worker process does on SIGTERM.
     """
-    options = worker_kwargs(settings, configure_logging=False)
+    options = worker_kwargs(settings, configure_logging=False, catalogue=catalogue)
     del options["redis_settings"]
     worker = FormyWorker(**options, redis_pool=arq_pool(redis), handle_signals=False)
     task = asyncio.create_task(supervise(worker), name="arq-worker")

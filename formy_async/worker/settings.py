@@ -98,9 +98,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     positions = Positions(redis, store, queue, Lifecycle(store), settings.backends)
     positions.start()
     exits.push_async_callback(positions.aclose)
-    watch = CatalogueWatch(ctx["catalogue"], settings.workflows_dir, settings.catalogue_reload)
-    watch.start()
-    exits.push_async_callback(watch.aclose)
+    if not ctx.get("catalogue_watched"):  # else the web process it runs in keeps it current
+        watch = CatalogueWatch(ctx["catalogue"], settings.workflows_dir, settings.catalogue_reload)
+        watch.start()
+        exits.push_async_callback(watch.aclose)
     ctx["formy"] = WorkerContext(
         settings=settings,
         store=store,
@@ -172,16 +173,24 @@ def _client_session() -> aiohttp.ClientSession:
     )
 
 
-def worker_kwargs(settings: Settings, *, configure_logging: bool = True) -> dict[str, Any]:
-    """Keyword arguments for `arq.worker.Worker`: `WorkerSettings` and the configured values."""
+def worker_kwargs(
+    settings: Settings, *, configure_logging: bool = True, catalogue: Catalogue | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `arq.worker.Worker`: `WorkerSettings` and the configured values.
+
+    `catalogue`: one loaded and kept current already (by the web app the worker runs beside).
+    """
     settings.check_secret()  # it signs the URLs in events
-    catalogue = Catalogue.load(settings.workflows_dir)  # a broken workflow stops start-up here
+    watched = catalogue is not None
+    if catalogue is None:
+        catalogue = Catalogue.load(settings.workflows_dir)  # a broken workflow stops start-up
     declared = {k: v for k, v in vars(WorkerSettings).items() if not k.startswith("_")}
     return {
         **declared,
         "ctx": {
             "settings": settings,
             "catalogue": catalogue,
+            "catalogue_watched": watched,
             "configure_logging": configure_logging,
         },
         "redis_settings": arq_redis_settings(settings),
