@@ -1,9 +1,11 @@
-"""Long-running processes leave what start-up made out of later garbage collections."""
+"""Long-running processes leave what start-up made out of later garbage collections, and give
+the memory it freed back to the system."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import platform
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import aiohttp
 import pytest
 from fakeredis import FakeAsyncRedis, FakeServer
 
-from formy_async.heap import freeze_startup_heap
+from formy_async.heap import freeze_startup_heap, release_free_memory
 from formy_async.web.app import create_app
 from formy_async.web.serving import serve_app
 from formy_async.worker.process import _then_freeze
@@ -57,6 +59,24 @@ def test_what_comes_after_start_up_is_collected_as_before() -> None:
     freeze_startup_heap()
     later = [_Node()]
     assert _tracked(later)
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_memory_freed_in_the_middle_of_the_heap_goes_back_to_the_system() -> None:
+    # 40 MB of blocks too big for Python's own allocator and too small for their own mapping,
+    # all freed but the last, which holds the heap's top where glibc would trim it by itself
+    blocks = [bytearray(2000) for _ in range(20_000)]
+    last = blocks[-1]
+    del blocks
+    before = _rss_kb()
+    assert release_free_memory()
+    assert before - _rss_kb() > 20_000
+    assert len(last) == 2000
 
 
 async def test_the_worker_freezes_once_its_start_up_has_run() -> None:
