@@ -24,7 +24,7 @@ from .messages import (
     parse_binary,
     parse_text,
 )
-from .sockets import PromptSocket, SpareSocket, new_client_id
+from .sockets import SPARES, PromptSocket, SpareSocket, new_client_id
 
 log = structlog.get_logger()
 
@@ -63,9 +63,9 @@ class ComfyClient:
         self.idle_check = idle_check
         self.reconnect_tries = reconnect_tries
         self._info: BackendInfo | None = None
-        #: a socket of a fresh client id opened ahead for the next prompt (see `socket_ahead`)
+        #: sockets kept for the next prompts, the freshest last (see `socket_ahead`)
         self._keeps_spare = spare_socket
-        self._spare: SpareSocket | None = None
+        self._spares: list[SpareSocket] = []
         self._closing: set[asyncio.Future[None]] = set()  # stale spares, being closed
 
     # --- HTTP ---------------------------------------------------------------------------------
@@ -279,27 +279,41 @@ class ComfyClient:
         return PromptSocket(client_id, await self._connect(client_id))
 
     def socket_ahead(self) -> tuple[str, asyncio.Future[PromptSocket]]:
-        """A socket of a client id of its own for a new prompt: its id at once, the socket once
-        open. With `spare_socket`, it is the one opened ahead while the last prompt ran (no
-        handshake left to wait for); the next one opens once this prompt runs (see `run`),
-        so that its handshake holds up neither this prompt's queueing nor its start."""
-        spare, self._spare = self._spare, None
-        if spare is not None and not spare.usable():
-            spare.discard(self._closing)
-            spare = None
-        if spare is None:
-            spare = SpareSocket(self.open_socket)
+        """A socket for a new prompt, of a client id no other prompt is using: its id at once,
+        the socket once open. With `spare_socket`, it is a kept one with no handshake left to
+        wait for: the socket of the last prompt that ended (handed on as it ended, see
+        `follow`), else one opened ahead once a prompt ran with none kept (see `run`), so that
+        a handshake holds up neither a prompt's queueing nor its start."""
+        fresh = [spare for spare in self._spares if spare.usable()]
+        for stale in self._spares:
+            if stale not in fresh:
+                stale.discard(self._closing)
+        spare = fresh.pop() if fresh else SpareSocket.opened(self.open_socket)
+        self._spares = fresh
         return spare.client_id, spare.opening
 
     def _replenish(self) -> None:
-        if self._keeps_spare and self._spare is None:
-            self._spare = SpareSocket(self.open_socket)
+        if self._keeps_spare and not self._spares:
+            self._spares.append(SpareSocket.opened(self.open_socket))
+
+    def _hand_on(self, socket: PromptSocket) -> bool:
+        """Keep the socket of a prompt that ended for the next prompt, when it is whole (it
+        never dropped) and fewer than SPARES are kept: True when it was kept, not closed.
+
+        Each prompt's handshake, and its close, cost a worker about a tenth of its CPU per job;
+        a handed-on socket costs neither, while the spare opened ahead stays for a prompt that
+        comes while another runs."""
+        if not self._keeps_spare or socket.gaps or socket.ws.closed:
+            return False
+        if len(self._spares) >= SPARES:
+            return False
+        self._spares.append(SpareSocket.handed_on(socket))
+        return True
 
     async def aclose(self) -> None:
-        """Close the socket kept for the next prompt."""
-        spare, self._spare = self._spare, None
-        if spare is not None:
-            await spare.aclose()
+        """Close the sockets kept for the next prompts."""
+        spares, self._spares = self._spares, []
+        await asyncio.gather(*(spare.aclose() for spare in spares), return_exceptions=True)
         await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def run(
@@ -312,7 +326,8 @@ class ComfyClient:
         """Queue the graph and yield this prompt's messages until ComfyUI is done with it.
 
         The socket opens before the prompt is queued so that nothing is missed (`socket`, when
-        it was opened ahead, while the inputs were uploaded); see `follow`, which closes it.
+        it was opened ahead, while the inputs were uploaded); see `follow`, which closes it or
+        hands it on.
         Read the outcome with `result()` afterwards.
         """
         socket = socket if socket is not None else await self.open_socket()
@@ -337,10 +352,12 @@ class ComfyClient:
         ComfyUI sends them to the socket of the client id the prompt was queued with, whichever
         socket that is now: a new one of that id gets the rest (none it missed). When it drops,
         it reconnects and asks ComfyUI whether the prompt finished meanwhile; once it has, a
-        socket quiet for `idle_check` while the prompt runs is opened anew. The socket is
-        closed at the end.
+        socket quiet for `idle_check` while the prompt runs is opened anew. At the end the
+        socket is handed on to the next prompt (`_hand_on`) when the prompt's last message
+        came on it, else closed.
         """
         client_id, ws = socket.client_id, socket.ws
+        ended = False
         try:
             while True:
                 try:
@@ -369,9 +386,11 @@ class ComfyClient:
                     continue  # other prompts' broadcasts, legacy previews, status
                 yield message
                 if isinstance(message, Executing) and message.node is None:
+                    ended = True
                     return
         finally:
-            await ws.close()
+            if not (ended and self._hand_on(socket)):
+                await ws.close()
 
     async def _finished(self, prompt_id: str) -> bool:
         """True when history has the prompt; raises when ComfyUI no longer knows it at all."""

@@ -1,4 +1,6 @@
-"""A worker's next prompt finds its socket open already: a fresh client id of its own."""
+"""A worker's next prompt finds its socket open already: the socket of the prompt that ended
+last, or one opened ahead for a prompt queued while another runs; never one another prompt
+is using."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from formy_async.simulator import SimulatorConfig, run_simulator
 from formy_async.worker.context import WorkerContext
 
 from ..conftest import StackFactory
+from ..proxy import TcpProxy
 
 
 @pytest.fixture
@@ -47,19 +50,94 @@ async def run_one(comfy: ComfyClient) -> str:
     return client_id
 
 
-async def test_the_next_prompts_socket_is_open_before_it_is_asked_for(comfy: ComfyClient) -> None:
+def counting_connections() -> tuple[aiohttp.TraceConfig, list[None]]:
+    opened: list[None] = []
+    tracing = aiohttp.TraceConfig()
+
+    async def connected(*_: Any) -> None:
+        opened.append(None)
+
+    tracing.on_connection_create_end.append(connected)
+    return tracing, opened
+
+
+async def test_the_next_prompt_gets_the_socket_of_the_prompt_that_ended(comfy: ComfyClient) -> None:
     first_id = await run_one(comfy)
-    await asyncio.sleep(0.2)  # the spare's handshake, done meanwhile
     second_id, second = comfy.socket_ahead()
-    assert second.done() and second_id != first_id
-    assert (await second).client_id == second_id
-    await (await second).aclose()
+    assert second.done() and second_id == first_id
+    socket = await second
+    assert socket.client_id == first_id and not socket.ws.closed
+    await socket.aclose()
+
+
+async def test_prompts_one_after_another_open_no_new_sockets() -> None:
+    tracing, opened = counting_connections()
+    async with (
+        run_simulator(SimulatorConfig(step_delay=0.001)) as url,
+        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(trace_configs=[tracing]) as own,
+    ):
+        client = ComfyClient(url, http, spare_socket=True, sockets=own)
+        await run_one(client)
+        await asyncio.sleep(0.2)  # the socket opened ahead while it ran: open by now
+        before = len(opened)
+        ids = {await run_one(client) for _ in range(5)}
+        await client.aclose()
+    assert before == 2 and len(opened) == 2
+    assert len(ids) == 1  # each took the socket the one before handed on
+
+
+async def test_a_prompt_queued_while_another_runs_gets_a_socket_of_its_own(
+    comfy: ComfyClient,
+) -> None:
+    first_id = await run_one(comfy)  # its socket is handed on, and one opened ahead meanwhile
+    running_id, running = comfy.socket_ahead()
+    assert running_id == first_id
+    messages = comfy.run(graph(), new_prompt_id(), await running)
+    await anext(messages)  # the prompt runs on the handed-on socket
+    await asyncio.sleep(0.2)
+    queued_id, queued = comfy.socket_ahead()
+    assert queued.done() and queued_id != running_id
+    async for _ in messages:
+        pass
+    await (await queued).aclose()
+
+
+async def test_a_prompt_s_socket_that_dropped_is_not_handed_on() -> None:
+    async with (
+        run_simulator(SimulatorConfig(step_delay=0.05)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        proxy = TcpProxy(int(url.rsplit(":", 1)[1]))
+        port = await proxy.start()
+        client = ComfyClient(f"http://127.0.0.1:{port}", http, spare_socket=True, idle_check=0.2)
+        try:
+            client_id, opening = client.socket_ahead()
+            socket = await opening
+            slow = {
+                **graph(),
+                "3": {"class_type": "SlowProgress",
+                      "inputs": {"image": ["1", 0], "steps": 10, "delay": 0.05}},
+            }  # fmt: skip
+            slow["2"]["inputs"]["images"] = ["3", 0]
+            messages = client.run(slow, new_prompt_id(), socket)
+            await anext(messages)
+            proxy.drop()
+            async for _ in messages:
+                pass
+            assert socket.gaps
+            next_id, following = client.socket_ahead()
+            assert next_id != client_id
+            await (await following).aclose()
+        finally:
+            await client.aclose()
+            await proxy.aclose()
 
 
 async def test_no_socket_is_opened_ahead_before_a_prompt_is_queued(comfy: ComfyClient) -> None:
     _, opening = comfy.socket_ahead()
     await (await opening).aclose()
-    assert comfy._spare is None
+    assert not comfy._spares
 
 
 async def test_each_prompt_gets_its_own_messages_on_its_own_socket(comfy: ComfyClient) -> None:
@@ -73,57 +151,60 @@ async def test_each_prompt_gets_its_own_messages_on_its_own_socket(comfy: ComfyC
         assert any(isinstance(m, ExecutionStart) for m in seen)
 
 
-async def test_a_spare_kept_too_long_is_closed_and_not_used(
+async def kept_sockets(comfy: ComfyClient) -> list[sockets.PromptSocket]:
+    """After one prompt: the socket it handed on and the one opened ahead while it ran."""
+    await run_one(comfy)
+    await asyncio.sleep(0.2)
+    kept = [await spare.opening for spare in comfy._spares]
+    assert len(kept) == sockets.SPARES
+    return kept
+
+
+async def test_spares_kept_too_long_are_closed_and_not_used(
     comfy: ComfyClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await run_one(comfy)
-    spare = comfy._spare
-    assert spare is not None
-    stale = await spare.opening
+    stale = await kept_sockets(comfy)
     monkeypatch.setattr(sockets, "SPARE_FOR", 0.0)
     client_id, opening = comfy.socket_ahead()
-    assert client_id != spare.client_id
+    assert client_id not in {socket.client_id for socket in stale}
     await (await opening).aclose()
     await asyncio.sleep(0.1)
-    assert stale.ws.closed
+    assert all(socket.ws.closed for socket in stale)
 
 
-async def test_a_spare_the_server_closed_is_not_used(comfy: ComfyClient) -> None:
-    await run_one(comfy)
-    spare = comfy._spare
-    assert spare is not None
-    await (await spare.opening).ws.close()
+async def test_spares_the_server_closed_are_not_used(comfy: ComfyClient) -> None:
+    closed = await kept_sockets(comfy)
+    for socket in closed:
+        await socket.ws.close()
     client_id, opening = comfy.socket_ahead()
-    assert client_id != spare.client_id
+    assert client_id not in {socket.client_id for socket in closed}
     fresh = await opening
     assert not fresh.ws.closed
     await fresh.aclose()
 
 
-async def test_closing_the_client_closes_its_spare(comfy: ComfyClient) -> None:
-    await run_one(comfy)
-    spare = comfy._spare
-    assert spare is not None
+async def test_closing_the_client_closes_its_spares(comfy: ComfyClient) -> None:
+    kept = await kept_sockets(comfy)
     await comfy.aclose()
-    assert spare.opening.cancelled() or (await spare.opening).ws.closed
+    assert all(socket.ws.closed for socket in kept)
 
 
-async def test_without_spares_nothing_is_opened_ahead() -> None:
-    async with run_simulator(SimulatorConfig()) as url, aiohttp.ClientSession() as http:
+async def test_without_spares_nothing_is_kept_or_opened_ahead() -> None:
+    async with (
+        run_simulator(SimulatorConfig(step_delay=0.001)) as url,
+        aiohttp.ClientSession() as http,
+    ):
         client = ComfyClient(url, http)
         _, opening = client.socket_ahead()
-        await (await opening).aclose()
-        assert client._spare is None
+        socket = await opening
+        async for _ in client.run(graph(), new_prompt_id(), socket):
+            pass
+        assert socket.ws.closed
+        assert not client._spares
 
 
 async def test_sockets_of_their_own_leave_http_calls_their_kept_alive_connection() -> None:
-    opened: list[None] = []
-    tracing = aiohttp.TraceConfig()
-
-    async def connected(*_: Any) -> None:
-        opened.append(None)
-
-    tracing.on_connection_create_end.append(connected)
+    tracing, opened = counting_connections()
     async with (
         run_simulator(SimulatorConfig(step_delay=0.001)) as url,
         aiohttp.ClientSession(trace_configs=[tracing]) as http,
