@@ -284,10 +284,12 @@ class ComfyClient:
         wait for: the socket of the last prompt that ended (handed on as it ended, see
         `follow`), else one opened ahead once a prompt ran with none kept (see `run`), so that
         a handshake holds up neither a prompt's queueing nor its start."""
-        fresh = [spare for spare in self._spares if spare.usable()]
-        for stale in self._spares:
-            if stale not in fresh:
-                stale.discard(self._closing)
+        fresh: list[SpareSocket] = []
+        for spare in self._spares:
+            if spare.usable():
+                fresh.append(spare)
+            else:
+                spare.discard(self._closing)
         spare = fresh.pop() if fresh else SpareSocket.opened(self.open_socket)
         self._spares = fresh
         return spare.client_id, spare.opening
